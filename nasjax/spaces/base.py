@@ -1,0 +1,157 @@
+"""The ``SearchSpace`` base class: a fixed-shape integer genotype with mixed-radix decisions.
+
+An architecture is data: a genotype is an ``int32[D]`` array whose entry ``d`` picks one of
+``num_choices[d]`` options. Everything here is a pure ``jnp`` function of explicit PRNG keys
+and genotypes, usable under ``jit``/``vmap``/``lax.scan``; subclasses add the strings and
+the Flax networks (``decode`` and ``supernet``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasjax.errors import NasjaxError
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """A space of genotypes ``int32[D]``; decision ``d`` takes values ``0..num_choices[d]-1``.
+
+    Frozen and hashable, so a space can be a static argument of ``jax.jit``.
+    """
+
+    num_choices: tuple[int, ...]
+
+    # ----------------------------------------------------------------- shape facts
+    @property
+    def num_decisions(self) -> int:
+        """Number of entries ``D`` of a genotype."""
+        return len(self.num_choices)
+
+    @property
+    def size(self) -> int:
+        """Number of distinct genotypes (the product of ``num_choices``)."""
+        return math.prod(self.num_choices)
+
+    @property
+    def max_choices(self) -> int:
+        """Largest number of options of any decision (the width of ``one_hot``)."""
+        return max(self.num_choices)
+
+    def _radix(self) -> jnp.ndarray:
+        return jnp.asarray(self.num_choices, dtype=jnp.int32)
+
+    # ----------------------------------------------------------------- sampling
+    def sample(self, key: jax.Array, n: int) -> jnp.ndarray:
+        """Draws ``n`` genotypes uniformly at random.
+
+        Args:
+          key: PRNG key.
+          n: number of genotypes.
+
+        Returns:
+          ``int32[n, D]``.
+        """
+        u = jax.random.uniform(key, (n, self.num_decisions))
+        return jnp.floor(u * self._radix()).astype(jnp.int32)
+
+    def mutate(self, key: jax.Array, genotype: jnp.ndarray) -> jnp.ndarray:
+        """Changes exactly one decision to a different value (never a no-op).
+
+        The decision is uniform among those with more than one option, and its new value
+        is uniform among the other options. Works on ``int32[..., D]``, mutating every
+        genotype of the batch independently.
+        """
+        genotype = jnp.asarray(genotype, jnp.int32)
+        radix = self._radix()
+        mutable = radix > 1
+        key_d, key_v = jax.random.split(key)
+        batch = genotype.shape[:-1]
+        logits = jnp.where(mutable, 0.0, -jnp.inf)
+        decision = jax.random.categorical(key_d, logits, shape=batch)
+        n = radix[decision]
+        offset = 1 + jnp.floor(jax.random.uniform(key_v, batch) * (n - 1)).astype(jnp.int32)
+        old = jnp.take_along_axis(genotype, decision[..., None], axis=-1)[..., 0]
+        new = (old + offset) % n
+        hit = jnp.arange(self.num_decisions) == decision[..., None]
+        return jnp.where(hit, new[..., None], genotype)
+
+    def neighbours(self, genotype: jnp.ndarray) -> jnp.ndarray:
+        """All genotypes that differ from ``genotype`` (``int32[D]``) in exactly one decision.
+
+        Returns:
+          ``int32[K, D]`` with ``K = sum(num_choices) - D``, ordered by decision, then value.
+        """
+        genotype = jnp.asarray(genotype, jnp.int32)
+        rows = []
+        for d, n in enumerate(self.num_choices):
+            for offset in range(1, n):
+                rows.append(genotype.at[d].set((genotype[d] + offset) % n))
+        return jnp.stack(rows)
+
+    # ----------------------------------------------------------------- validity and codes
+    def is_valid(self, genotype: jnp.ndarray) -> jnp.ndarray:
+        """``True`` where every decision of a genotype ``int32[..., D]`` is in range."""
+        g = jnp.asarray(genotype)
+        in_range = (g >= 0) & (g < self._radix())
+        return jnp.all(in_range, axis=-1) & (g.shape[-1] == self.num_decisions)
+
+    def validate(self, genotype: object) -> np.ndarray:
+        """Host-side check of one genotype; returns it as ``np.int32[D]``.
+
+        Raises:
+          NasjaxError: naming the bad entries and their valid ranges.
+        """
+        g = np.asarray(genotype)
+        if g.shape != (self.num_decisions,) or not np.issubdtype(g.dtype, np.integer):
+            raise NasjaxError(
+                f"genotype {g.tolist()!r} must be {self.num_decisions} integers "
+                f"(shape ({self.num_decisions},)), got shape {g.shape} and dtype {g.dtype}"
+            )
+        bad = [
+            f"entry {d} = {v} (valid 0..{n - 1})"
+            for d, (v, n) in enumerate(zip(g.tolist(), self.num_choices))
+            if not 0 <= v < n
+        ]
+        if bad:
+            raise NasjaxError(f"genotype {g.tolist()} is out of range: " + "; ".join(bad))
+        return g.astype(np.int32)
+
+    def to_index(self, genotype: jnp.ndarray) -> jnp.ndarray:
+        """Dense mixed-radix code in ``0..size-1`` (decision 0 most significant)."""
+        if self.size > np.iinfo(np.int32).max:
+            raise NasjaxError(f"space of {self.size} genotypes is too large for int32 codes")
+        g = jnp.asarray(genotype, jnp.int32)
+        strides = np.cumprod((1,) + self.num_choices[:0:-1])[::-1].copy()
+        return jnp.sum(g * jnp.asarray(strides, jnp.int32), axis=-1)
+
+    def from_index(self, index: jnp.ndarray) -> jnp.ndarray:
+        """Inverse of ``to_index``: ``int32[...]`` codes to ``int32[..., D]`` genotypes."""
+        rest = jnp.asarray(index, jnp.int32)
+        digits = []
+        for n in reversed(self.num_choices):
+            digits.append(rest % n)
+            rest = rest // n
+        return jnp.stack(digits[::-1], axis=-1).astype(jnp.int32)
+
+    def one_hot(self, genotype: jnp.ndarray, dtype: jnp.dtype = jnp.float32) -> jnp.ndarray:
+        """Per-decision one-hot weights ``[..., D, max_choices]`` (the supernet's input)."""
+        return jax.nn.one_hot(genotype, self.max_choices, dtype=dtype)
+
+    # ----------------------------------------------------------------- space-specific
+    def to_string(self, genotype: object) -> str:
+        """Human-readable string of a genotype; subclasses use their paper's notation."""
+        return ",".join(str(int(v)) for v in self.validate(genotype))
+
+    def from_string(self, text: str) -> np.ndarray:
+        """Inverse of ``to_string``."""
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise NasjaxError(f"malformed genotype string {text!r}") from None
+        return self.validate(np.asarray(values))

@@ -1,0 +1,116 @@
+"""The NAS-Bench-201 cell search space (Dong & Yang, ICLR 2020).
+
+A genotype is ``int32[6]``: the op on each cell edge, edges in the official string order
+``0->1, 0->2, 1->2, 0->3, 1->3, 2->3`` and ops in the official order
+``none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3``. The dense code of
+``to_index`` is the mixed-radix number of the genotype (edge 0 most significant); it is not
+the benchmark's own row index, which the tabular evaluator maps through the arch string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from nasjax.errors import NasjaxError
+from nasjax.spaces.base import SearchSpace
+from nasjax.spaces.nb201_net import EDGES, OPS, NB201Network
+from nasjax.tasks import get_task
+
+_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+@dataclasses.dataclass(frozen=True)
+class NB201Space(SearchSpace):
+    """The 15,625 cells of NAS-Bench-201: 6 edges, 5 candidate ops each."""
+
+    num_choices: tuple[int, ...] = (len(OPS),) * len(EDGES)
+
+    ops: tuple[str, ...] = OPS
+    edges: tuple[tuple[int, int], ...] = EDGES
+
+    def to_string(self, genotype: object) -> str:
+        """The official arch string, e.g. ``|nor_conv_3x3~0|+|...|+|...|``."""
+        g = self.validate(genotype)
+        nodes = []
+        for node in range(1, 4):
+            parts = [f"{OPS[g[e]]}~{src}" for e, (src, dst) in enumerate(EDGES) if dst == node]
+            nodes.append("|" + "|".join(parts) + "|")
+        return "+".join(nodes)
+
+    def from_string(self, text: str) -> np.ndarray:
+        """Parses an official arch string into an ``int32[6]`` genotype.
+
+        Raises:
+          NasjaxError: naming the malformed part and what was expected.
+        """
+        nodes = text.strip().split("+")
+        if len(nodes) != 3:
+            raise NasjaxError(
+                f"malformed NB201 arch string {text!r}: expected 3 nodes joined by '+', "
+                f"e.g. {_EXAMPLE}"
+            )
+        genotype = np.zeros(len(EDGES), np.int32)
+        for node, part in enumerate(nodes, start=1):
+            if not (part.startswith("|") and part.endswith("|")):
+                raise NasjaxError(f"malformed NB201 arch string {text!r}: node {part!r}")
+            entries = part[1:-1].split("|")
+            if len(entries) != node:
+                raise NasjaxError(
+                    f"malformed NB201 arch string {text!r}: node {node} needs {node} inputs, "
+                    f"got {part!r}"
+                )
+            for src, entry in enumerate(entries):
+                op, _, given_src = entry.partition("~")
+                if op not in OPS:
+                    raise NasjaxError(
+                        f"unknown op {op!r} in NB201 arch string {text!r}; "
+                        f"valid choices: {', '.join(OPS)}"
+                    )
+                if given_src != str(src):
+                    raise NasjaxError(
+                        f"malformed NB201 arch string {text!r}: entry {entry!r} of node {node} "
+                        f"must read '{op}~{src}'"
+                    )
+                genotype[EDGES.index((src, node))] = OPS.index(op)
+        return genotype
+
+    def decode(
+        self,
+        genotype: object,
+        dataset: str = "cifar10",
+        *,
+        channels: int = 16,
+        cells_per_stage: int = 5,
+    ) -> NB201Network:
+        """The specialised network of one genotype: only the chosen ops exist.
+
+        Defaults (C=16, N=5) are the benchmark's; parameter counts then equal its own.
+        """
+        g = self.validate(genotype)
+        task = get_task(dataset)
+        return NB201Network(
+            num_classes=task.num_classes,
+            genotype=tuple(int(v) for v in g),
+            channels=channels,
+            cells_per_stage=cells_per_stage,
+            ndim=task.ndim,
+        )
+
+    def supernet(
+        self, dataset: str = "cifar10", *, channels: int = 16, cells_per_stage: int = 5
+    ) -> NB201Network:
+        """Every candidate op on every edge; called as ``apply(variables, x, arch)``.
+
+        ``arch`` is float ``[6, 5]`` op weights (one-hot for a genotype, softmax for a
+        relaxation) or an ``int32[6]`` genotype, which runs only the chosen ops.
+        """
+        task = get_task(dataset)
+        return NB201Network(
+            num_classes=task.num_classes,
+            genotype=None,
+            channels=channels,
+            cells_per_stage=cells_per_stage,
+            ndim=task.ndim,
+        )

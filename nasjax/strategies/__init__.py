@@ -1,0 +1,60 @@
+"""Search strategies: how the next candidates are chosen, as ask/tell over pytree state.
+
+Fitness is MAXIMISED (accuracy-like) everywhere; NaN fitness is treated as the worst
+value (``-inf``). ``STRATEGIES`` maps config names to factories; ``make_strategy`` builds
+one by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from nasjax.errors import NasjaxError, check_choice
+from nasjax.spaces.base import SearchSpace
+from nasjax.strategies.base import BestSoFar, Strategy, sanitize_fitness
+from nasjax.strategies.evolution import EvolutionState, regularized_evolution
+from nasjax.strategies.random_search import RandomSearchState, random_search
+
+STRATEGIES: dict[str, Callable[..., Strategy]] = {
+    "random": random_search,
+    "rea": regularized_evolution,
+}
+
+
+def make_strategy(name: str, space: SearchSpace, **kwargs: Any) -> Strategy:
+    """Builds the strategy registered as ``name`` in ``STRATEGIES``.
+
+    Args:
+      name: a key of ``STRATEGIES``, e.g. ``"rea"``.
+      space: the search space.
+      **kwargs: hyper-parameters of that strategy's factory.
+
+    Raises:
+      NasjaxError: for an unknown name or hyper-parameter (naming the valid ones), or a
+        hyper-parameter out of range.
+    """
+    check_choice("strategy", name, STRATEGIES)
+    factory = STRATEGIES[name]
+    params = list(inspect.signature(factory).parameters)[1:]
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise NasjaxError(
+            f"unknown hyper-parameter(s) {', '.join(unknown)} for strategy {name!r}; "
+            f"valid choices: {', '.join(params)}"
+        )
+    return factory(space, **kwargs)
+
+
+__all__ = [
+    "STRATEGIES",
+    "BestSoFar",
+    "EvolutionState",
+    "RandomSearchState",
+    "Strategy",
+    "make_strategy",
+    "random_search",
+    "regularized_evolution",
+    "sanitize_fitness",
+]
