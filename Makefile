@@ -22,10 +22,10 @@ search: install  ## the main job: REA on NB201 over MNIST-1D (ARGS="..." adds CL
 	$(PY) -m nasjax search $(SEARCH_DEFAULTS) $(ARGS)
 
 test: install  ## the whole test suite, slow end-to-end tests included
-	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow end-to-end tests
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,7 @@ from optax. Fitness is the validation accuracy (a fraction, maximised).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -63,23 +64,36 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.adamw(schedule, weight_decay=config.weight_decay)
 
 
-def _accuracy(
-    apply_fn: Any, variables: Any, arch: jnp.ndarray, x: jnp.ndarray, y: jnp.ndarray, chunk: int
-) -> jnp.ndarray:
-    """Accuracy of a network in inference mode, evaluated ``chunk`` examples at a time."""
-    n = x.shape[0]
-    chunk = min(chunk, n)
-    num_chunks = -(-n // chunk)
-    pad = num_chunks * chunk - n
-    xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((num_chunks, chunk) + x.shape[1:])
-    ys = jnp.pad(y, (0, pad), constant_values=-1).reshape(num_chunks, chunk)
+def _accuracies(
+    apply_fn: Any,
+    variables: Any,
+    arch: jnp.ndarray,
+    sets: Sequence[tuple[jnp.ndarray, jnp.ndarray]],
+    chunk: int,
+) -> list[jnp.ndarray]:
+    """Accuracy on each ``(x, y)`` set in inference mode, ``chunk`` examples at a time.
+
+    All sets go through one ``lax.map`` (one compiled forward pass, not one per set).
+    """
+    chunk = min(chunk, max(x.shape[0] for x, _ in sets))
+    xs, ys, spans = [], [], []
+    for x, y in sets:
+        num_chunks = -(-x.shape[0] // chunk)
+        pad = num_chunks * chunk - x.shape[0]
+        xs.append(jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)))
+        ys.append(jnp.pad(y, (0, pad), constant_values=-1))  # padding never counts
+        start = spans[-1][1] if spans else 0
+        spans.append((start, start + num_chunks))
+    x_all = jnp.concatenate(xs).reshape((-1, chunk) + sets[0][0].shape[1:])
+    y_all = jnp.concatenate(ys).reshape(-1, chunk)
 
     def correct(batch: tuple[jnp.ndarray, jnp.ndarray]) -> jnp.ndarray:
         xb, yb = batch
         logits = apply_fn(variables, xb, arch, train=False)
         return jnp.sum(jnp.argmax(logits, -1) == yb)
 
-    return jnp.sum(jax.lax.map(correct, (xs, ys))) / n
+    counts = jax.lax.map(correct, (x_all, y_all))
+    return [jnp.sum(counts[a:b]) / x.shape[0] for (a, b), (x, _) in zip(spans, sets)]
 
 
 def train_member(
@@ -130,14 +144,9 @@ def train_member(
         step, (params, batch_stats, tx.init(params)), indices
     )
     final = {"params": params, "batch_stats": batch_stats}
-    evaluate = functools.partial(
-        _accuracy, net.apply, final, genotype, chunk=config.eval_batch_size
-    )
-    return {
-        "valid_accuracy": evaluate(data.x_valid, data.y_valid),
-        "test_accuracy": evaluate(data.x_test, data.y_test),
-        "loss_curve": losses,
-    }
+    sets = [(data.x_valid, data.y_valid), (data.x_test, data.y_test)]
+    valid, test = _accuracies(net.apply, final, genotype, sets, config.eval_batch_size)
+    return {"valid_accuracy": valid, "test_accuracy": test, "loss_curve": losses}
 
 
 @functools.partial(jax.jit, static_argnames=("space", "config", "name", "num_classes"))
@@ -166,11 +175,14 @@ def train_population(
     data: Dataset,
     space: SearchSpace,
     config: TrainConfig,
+    *,
+    split: bool = True,
 ) -> dict[str, jnp.ndarray]:
     """Trains P different architectures in one compiled call.
 
-    Member ``i`` uses ``jax.random.split(key, P)[i]``, so it computes the same as
-    ``train_member`` of that key and genotype alone.
+    Member ``i`` uses ``jax.random.split(key, P)[i]`` (or ``key[i]`` when ``split`` is
+    False and ``key`` holds P keys), so it computes what that key and genotype would
+    alone.
 
     Args:
       key: PRNG key.
@@ -183,7 +195,7 @@ def train_population(
       Dict of ``valid_accuracy[P]``, ``test_accuracy[P]``, ``loss_curve[P, steps]``.
     """
     genotypes = jnp.asarray(genotypes, jnp.int32)
-    keys = jax.random.split(key, genotypes.shape[0])
+    keys = jax.random.split(key, genotypes.shape[0]) if split else key
     arrays = tuple(jnp.asarray(a) for a in data[:6])
     return _train_population(keys, genotypes, arrays, space, config, data.name, data.num_classes)
 
@@ -199,6 +211,11 @@ def training_evaluator(space: SearchSpace, data: Dataset, config: TrainConfig) -
 
     def evaluate(key: jax.Array, population: jnp.ndarray) -> tuple[jnp.ndarray, dict]:
         out = train_population(key, population, data, space, config)
-        return out["valid_accuracy"], out
+        metrics = {
+            "valid_accuracy": out["valid_accuracy"],
+            "test_accuracy": out["test_accuracy"],
+            "final_train_loss": out["loss_curve"][:, -1],
+        }
+        return out["valid_accuracy"], metrics
 
     return Evaluator(evaluate)

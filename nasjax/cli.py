@@ -1,0 +1,200 @@
+"""Command line: ``python -m nasjax {search,info}``.
+
+``search`` runs a strategy over a space with a short training run as the fitness (the
+validation accuracy, maximised), retrains the best architecture longer, and writes
+``summary.json``, ``results.jsonl`` and checkpoints to ``--out``. ``info`` prints the
+parameter count and MACs of one decoded architecture as a JSON line.
+
+Bad input (an unknown name, a malformed arch string, a missing data path) exits with
+status 2 and one line naming the bad value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from nasjax.data import DATASETS, load_dataset
+from nasjax.errors import NasjaxError, check_choice
+from nasjax.evaluation.training import TrainConfig, train_population, training_evaluator
+from nasjax.objectives import network_cost
+from nasjax.search import run_search, write_json_atomic
+from nasjax.spaces import SPACES, make_space
+from nasjax.strategies import STRATEGIES, make_strategy
+from nasjax.tasks import TASKS, get_task
+
+# Greydanus 2020, "Scaling down deep learning", test accuracy on MNIST-1D (%).
+MNIST1D_PUBLISHED = {"logistic": 32, "mlp": 68, "cnn": 94, "gru": 91, "human": 96}
+
+SMOKE = {"budget": 4, "batch": 2, "steps": 6, "final_steps": 6, "channels": 4}
+
+
+def _search_parser(sub: Any) -> None:
+    p = sub.add_parser("search", help="search a space and retrain the best architecture")
+    p.add_argument("--space", default="nb201", help=f"one of {', '.join(SPACES)}")
+    p.add_argument("--strategy", default="rea", help=f"one of {', '.join(STRATEGIES)}")
+    p.add_argument("--dataset", default="mnist1d", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--data-dir", default=None, help="CIFAR folder (or NASJAX_CIFAR_DIR)")
+    p.add_argument("--budget", type=int, default=60, help="architectures to evaluate")
+    p.add_argument("--batch", type=int, default=5, help="architectures per generation")
+    p.add_argument("--population-size", type=int, default=10, help="REA population")
+    p.add_argument("--sample-size", type=int, default=3, help="REA tournament size")
+    p.add_argument("--steps", type=int, default=200, help="training steps per candidate")
+    p.add_argument("--final-steps", type=int, default=1000, help="retraining steps")
+    p.add_argument("--batch-size", type=int, default=100, help="training minibatch")
+    p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument("--optimizer", default="sgd", help="sgd or adamw")
+    p.add_argument("--channels", type=int, default=16, help="C of the first stage")
+    p.add_argument("--cells-per-stage", type=int, default=1, help="N cells per stage")
+    p.add_argument("--member-batch", type=int, default=1, help="members vmapped together")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/search", help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _info_parser(sub: Any) -> None:
+    p = sub.add_parser("info", help="params and MACs of one decoded architecture")
+    p.add_argument("--space", default="nb201", help=f"one of {', '.join(SPACES)}")
+    p.add_argument("--arch", required=True, help="architecture string of the space")
+    p.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(TASKS)}")
+    p.add_argument("--channels", type=int, default=16)
+    p.add_argument("--cells-per-stage", type=int, default=5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nasjax`` argument parser."""
+    parser = argparse.ArgumentParser(prog="nasjax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _search_parser(sub)
+    _info_parser(sub)
+    return parser
+
+
+def info(args: argparse.Namespace) -> dict[str, Any]:
+    """Params and MACs of the decoded architecture ``args.arch``."""
+    space = make_space(args.space)
+    task = get_task(args.dataset)
+    genotype = space.from_string(args.arch)
+    net = space.decode(
+        genotype, args.dataset, channels=args.channels, cells_per_stage=args.cells_per_stage
+    )
+    cost = network_cost(net, task.input_shape)
+    return {"space": args.space, "arch": space.to_string(genotype), "dataset": args.dataset, **cost}
+
+
+def _train_config(args: argparse.Namespace, steps: int) -> TrainConfig:
+    check_choice("optimizer", args.optimizer, ("sgd", "adamw"))
+    return TrainConfig(
+        steps=steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        channels=args.channels,
+        cells_per_stage=args.cells_per_stage,
+        member_batch=args.member_batch,
+    )
+
+
+def _validate_search_args(args: argparse.Namespace) -> None:
+    check_choice("space", args.space, SPACES)
+    check_choice("strategy", args.strategy, STRATEGIES)
+    check_choice("dataset", args.dataset, DATASETS)
+    for name in ("budget", "batch", "steps", "final_steps", "channels", "cells_per_stage"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise NasjaxError(f"{flag} must be >= 1, got {getattr(args, name)}")
+
+
+def search(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs the search of ``args`` and returns the summary it writes."""
+    if args.smoke:
+        for name, value in SMOKE.items():
+            setattr(args, name, min(getattr(args, name), value))
+    _validate_search_args(args)
+    t0 = time.time()
+    out = Path(args.out)
+    data = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
+    space = make_space(args.space)
+    options = {"batch_size": args.batch}
+    if args.strategy == "rea":
+        options.update(population_size=args.population_size, sample_size=args.sample_size)
+    strategy = make_strategy(args.strategy, space, **options)
+    evaluator = training_evaluator(space, data, _train_config(args, args.steps))
+    generations = -(-args.budget // args.batch)
+    key_search, key_final = jax.random.split(jax.random.key(args.seed))
+    result = run_search(
+        key_search,
+        space,
+        strategy,
+        evaluator.evaluate,
+        generations,
+        out,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    final_config = _train_config(args, args.final_steps)
+    final = train_population(key_final, result.best_genotype[None], data, space, final_config)
+    net = space.decode(
+        result.best_genotype,
+        args.dataset,
+        channels=args.channels,
+        cells_per_stage=args.cells_per_stage,
+    )
+    summary = {
+        "arch": space.to_string(result.best_genotype),
+        "genotype": [int(v) for v in result.best_genotype],
+        "test_accuracy": float(final["test_accuracy"][0]),
+        "valid_accuracy": float(final["valid_accuracy"][0]),
+        **network_cost(net, data.input_shape),
+        "search_valid_accuracy": result.best_fitness,
+        "num_evaluated": result.num_evaluated,
+        "num_devices": jax.device_count(),
+        "seed": args.seed,
+        "wall_s": round(time.time() - t0, 2),
+        "space": args.space,
+        "strategy": args.strategy,
+        "dataset": args.dataset,
+        "search_training": _train_config(args, args.steps)._asdict(),
+        "final_training": final_config._asdict(),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _report(summary: dict[str, Any]) -> str:
+    lines = [
+        f"found      {summary['arch']}",
+        f"test acc   {100 * summary['test_accuracy']:.2f}%  (valid "
+        f"{100 * summary['valid_accuracy']:.2f}%)",
+        f"params     {summary['params']:,}   MACs {summary['macs']:,}",
+        f"wall time  {summary['wall_s']:.0f} s",
+    ]
+    if summary["dataset"] == "mnist1d":
+        published = ", ".join(f"{k} {v}%" for k, v in MNIST1D_PUBLISHED.items())
+        lines.append(f"published MNIST-1D test accuracy (Greydanus 2020): {published}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            print(json.dumps(info(args)))
+        else:
+            summary = search(args)
+            print(_report(summary))
+            print(f"summary: {Path(args.out) / 'summary.json'}")
+    except NasjaxError as err:
+        print(f"nasjax: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,121 @@
+"""The command line: info, search end to end, and one clear line for every bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nasjax.cli import main
+from nasjax.errors import NasjaxError
+from nasjax.spaces import NB201Space
+
+BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_prints_benchmark_param_count(capsys):
+    code, out, _ = run(capsys, "info", "--space", "nb201", "--arch", BEST, "--dataset", "cifar10")
+    assert code == 0
+    record = json.loads(out)
+    assert record["params"] == 1_073_466
+    assert record["macs"] == 153_272_960
+
+
+@pytest.mark.parametrize(
+    "argv, bad, valid",
+    [
+        (["info", "--space", "nope", "--arch", BEST], "'nope'", "nb201"),
+        (["info", "--arch", BEST, "--dataset", "mnist2d"], "'mnist2d'", "imagenet16"),
+        (
+            ["info", "--arch", "|nor_conv_3x3~0|+|bogus~0|skip_connect~1|+|none~0|none~1|none~2|"],
+            "'bogus'",
+            "avg_pool_3x3",
+        ),
+        (["info", "--arch", "|nor_conv_3x3~0|"], "|nor_conv_3x3~0|", "3 nodes"),
+        (["search", "--strategy", "annealing", "--out", "unused"], "'annealing'", "random, rea"),
+        (["search", "--dataset", "imagenet", "--out", "unused"], "'imagenet'", "mnist1d"),
+        (["search", "--space", "darts9", "--out", "unused"], "'darts9'", "nb201"),
+        (["search", "--optimizer", "lion", "--out", "unused"], "'lion'", "sgd"),
+    ],
+)
+def test_bad_input_is_one_clear_line(capsys, tmp_path, argv, bad, valid):
+    argv = [a if a != "unused" else str(tmp_path / "out") for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert bad in lines[0] and valid in lines[0]
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_missing_cifar_folder(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("NASJAX_CIFAR_DIR", raising=False)
+    missing = tmp_path / "no-such-folder"
+    code, _, err = run(
+        capsys, "search", "--dataset", "cifar10", "--data-dir", str(missing), "--out", str(tmp_path)
+    )
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert str(missing) in err and "NASJAX_CIFAR_DIR" in err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_out_of_range_genotype():
+    with pytest.raises(NasjaxError, match=r"entry 0 = 5 \(valid 0..4\)"):
+        NB201Space().decode([5, 0, 0, 0, 0, 0])
+
+
+def test_module_entry_point_exit_status(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "nasjax", "search", "--strategy", "nope", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == "nasjax: error: unknown strategy 'nope'; valid choices: random, rea"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("training")
+def test_search_smoke_end_to_end_and_resume(capsys, tmp_path):
+    argv = ["search", "--smoke", "--seed", "3", "--out", str(tmp_path), "--no-progress"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0, out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in (
+        "arch",
+        "test_accuracy",
+        "valid_accuracy",
+        "params",
+        "macs",
+        "num_devices",
+        "seed",
+        "wall_s",
+    ):
+        assert key in summary
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["seed"] == 3 and summary["num_evaluated"] == 4
+    genotype = NB201Space().from_string(summary["arch"])
+    assert genotype.tolist() == summary["genotype"]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 4
+    assert max(r["fitness"] for r in records) == pytest.approx(summary["search_valid_accuracy"])
+    assert summary["arch"] in out and "published MNIST-1D" in out
+
+    # Without --resume the folder is refused; with it the finished search is reused.
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "--resume" in err
+    code, _, _ = run(capsys, *argv, "--resume")
+    assert code == 0
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert again["arch"] == summary["arch"]
+    assert again["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4
