@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SEARCH_DEFAULTS := --space nb201 --strategy rea --dataset mnist1d --out runs/mnist1d_rea
+
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install search test test-fast lint format bench clean
+.PHONY: install search test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -19,13 +19,14 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 search: install  ## the main job: REA on NB201 over MNIST-1D (ARGS="..." adds CLI flags)
-	$(PY) -m nasjax search $(SEARCH_DEFAULTS) $(ARGS)
+	$(PY) experiments/mnist1d_rea.py --out runs/mnist1d_rea $(ARGS)
 
-test: install  ## the whole test suite, slow end-to-end tests included
-	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+test: install  ## the whole suite: fast tests on 2 workers, then the slow end-to-end ones
+	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow end-to-end tests
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -25,7 +25,7 @@ from nasjax.data import DATASETS, load_dataset
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.training import TrainConfig, train_population, training_evaluator
 from nasjax.objectives import network_cost
-from nasjax.search import run_search, write_json_atomic
+from nasjax.search import CHECKPOINT_DIR, run_search, write_json_atomic
 from nasjax.spaces import SPACES, make_space
 from nasjax.strategies import STRATEGIES, make_strategy
 from nasjax.tasks import TASKS, get_task
@@ -114,6 +114,30 @@ def _validate_search_args(args: argparse.Namespace) -> None:
             raise NasjaxError(f"{flag} must be >= 1, got {getattr(args, name)}")
 
 
+_NOT_CONFIG = ("command", "out", "resume", "no_progress")
+
+
+def _check_run_config(args: argparse.Namespace, out: Path) -> None:
+    """Records the flags of a new search; on ``--resume`` refuses flags that differ."""
+    config = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONFIG}
+    path = out / "search_config.json"
+    if args.resume and path.exists():
+        saved = json.loads(path.read_text())
+        changed = [
+            f"--{k.replace('_', '-')} {saved.get(k)!r} -> {v!r}"
+            for k, v in config.items()
+            if saved.get(k) != v
+        ]
+        if changed:
+            raise NasjaxError(
+                f"--resume of {out} with different flags ({'; '.join(changed)}); "
+                "resume with the original flags or choose another --out"
+            )
+    elif not (out / CHECKPOINT_DIR).exists():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, config)
+
+
 def search(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the search of ``args`` and returns the summary it writes."""
     if args.smoke:
@@ -129,6 +153,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         options.update(population_size=args.population_size, sample_size=args.sample_size)
     strategy = make_strategy(args.strategy, space, **options)
     evaluator = training_evaluator(space, data, _train_config(args, args.steps))
+    _check_run_config(args, out)
     generations = -(-args.budget // args.batch)
     key_search, key_final = jax.random.split(jax.random.key(args.seed))
     result = run_search(

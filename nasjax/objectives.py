@@ -32,15 +32,24 @@ def init_abstract(module: nn.Module, input_shape: tuple[int, ...], *args: Any) -
 
 
 def _dot_macs(jaxpr: Any) -> int:
+    """MACs of every ``dot_general`` in ``jaxpr``; a ``scan`` body counts ``length`` times,
+    a ``cond``/``switch`` its most expensive branch (an upper bound)."""
     total = 0
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
+        name = eqn.primitive.name
+        if name == "dot_general":
             (contract, _), _ = eqn.params["dimension_numbers"]
             lhs = eqn.invars[0].aval.shape
             out = eqn.outvars[0].aval.shape
             total += math.prod(out) * math.prod(lhs[d] for d in contract)
-        for sub in jaxprs_in_params(eqn.params):
-            total += _dot_macs(sub)
+        elif name == "while":
+            raise ValueError("cannot count MACs through a while loop of unknown length")
+        else:
+            subs = [_dot_macs(sub) for sub in jaxprs_in_params(eqn.params)]
+            if name == "cond":
+                total += max(subs, default=0)
+            else:
+                total += sum(subs) * (eqn.params["length"] if name == "scan" else 1)
     return total
 
 

@@ -1,9 +1,12 @@
 """The command line: info, search end to end, and one clear line for every bad input."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import jax
 import pytest
 
 from nasjax.cli import main
@@ -84,7 +87,6 @@ def test_module_entry_point_exit_status(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("training")
 def test_search_smoke_end_to_end_and_resume(capsys, tmp_path):
     argv = ["search", "--smoke", "--seed", "3", "--out", str(tmp_path), "--no-progress"]
     code, out, _ = run(capsys, *argv)
@@ -113,9 +115,26 @@ def test_search_smoke_end_to_end_and_resume(capsys, tmp_path):
     # Without --resume the folder is refused; with it the finished search is reused.
     code, _, err = run(capsys, *argv)
     assert code == 2 and "--resume" in err
+    code, _, err = run(capsys, *argv, "--resume", "--budget", "3")
+    assert code == 2 and "--budget 4 -> 3" in err
     code, _, _ = run(capsys, *argv, "--resume")
     assert code == 0
     again = json.loads((tmp_path / "summary.json").read_text())
     assert again["arch"] == summary["arch"]
     assert again["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_main_job_script_smoke(tmp_path):
+    script = Path(__file__).parents[1] / "experiments" / "mnist1d_rea.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--no-progress", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir},
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["strategy"] == "rea" and summary["dataset"] == "mnist1d"
+    assert "published MNIST-1D" in proc.stdout

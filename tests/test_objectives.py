@@ -136,3 +136,21 @@ def test_nb201_cifar10_macs(arch, macs, params):
     variables = init_abstract(module, (32, 32, 3))
     assert count_macs(module, variables, (32, 32, 3)) == macs
     assert count_params(variables["params"]) == params
+
+
+def test_count_macs_scan_counts_every_iteration():
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from nasjax.objectives import count_macs
+
+    class Repeated(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            w = self.param("w", nn.initializers.ones, (4, 4))
+            return jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=10)[0]
+
+    module = Repeated()
+    variables = module.init(jax.random.key(0), jnp.ones((1, 4)))
+    assert count_macs(module, variables, (4,)) == 10 * 16

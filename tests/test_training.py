@@ -11,11 +11,10 @@ from nasjax.evaluation.training import TrainConfig, train_population, training_e
 from nasjax.spaces import NB201Space
 
 SPACE = NB201Space()
-# The CLI's --smoke recipe: these compiled programs are shared with tests/test_cli.py through
-# the persistent compilation cache (same xdist group, so the second one hits the cache).
+# The CLI's --smoke recipe: these compiled programs are shared with the slow CLI tests of
+# tests/test_cli.py through the persistent compilation cache (make test runs them later).
 CONFIG = TrainConfig(steps=6, batch_size=100, learning_rate=0.05, channels=4, cells_per_stage=1)
 POPULATION = jnp.array([[3, 3, 3, 1, 3, 2], [1, 4, 2, 0, 3, 0]], jnp.int32)
-pytestmark = pytest.mark.xdist_group("training")
 
 
 @pytest.fixture(scope="module")

@@ -96,10 +96,11 @@ class SearchSpace:
 
     # ----------------------------------------------------------------- validity and codes
     def is_valid(self, genotype: jnp.ndarray) -> jnp.ndarray:
-        """``True`` where every decision of a genotype ``int32[..., D]`` is in range."""
+        """``True`` where a genotype ``int32[..., D]`` has D integer decisions, each in range."""
         g = jnp.asarray(genotype)
-        in_range = (g >= 0) & (g < self._radix())
-        return jnp.all(in_range, axis=-1) & (g.shape[-1] == self.num_decisions)
+        if g.shape[-1:] != (self.num_decisions,) or not jnp.issubdtype(g.dtype, jnp.integer):
+            return jnp.zeros(g.shape[:-1], bool)
+        return jnp.all((g >= 0) & (g < self._radix()), axis=-1)
 
     def validate(self, genotype: object) -> np.ndarray:
         """Host-side check of one genotype; returns it as ``np.int32[D]``.

@@ -18,7 +18,10 @@ from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.nb201_net import EDGES, OPS, NB201Network
 from nasjax.tasks import get_task
 
-_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+_EXAMPLE = (
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
+    "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+)
 
 
 @dataclasses.dataclass(frozen=True)
