@@ -25,7 +25,8 @@ from nasjax.data import DATASETS, load_dataset
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.training import TrainConfig, train_population, training_evaluator
 from nasjax.objectives import network_cost
-from nasjax.search import CHECKPOINT_DIR, run_search, write_json_atomic
+from nasjax.plots import plot_search_curve
+from nasjax.search import CHECKPOINT_DIR, RESULTS_FILE, run_search, write_json_atomic
 from nasjax.spaces import SPACES, make_space
 from nasjax.strategies import STRATEGIES, make_strategy
 from nasjax.tasks import TASKS, get_task
@@ -191,6 +192,9 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         "search_training": _train_config(args, args.steps)._asdict(),
         "final_training": final_config._asdict(),
     }
+    records = [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
+    title = f"{args.strategy} on {args.space} / {args.dataset} (seed {args.seed})"
+    plot_search_curve(records, out / "search_curve.png", title)
     write_json_atomic(out / "summary.json", summary)
     return summary
 

@@ -111,6 +111,7 @@ def test_search_smoke_end_to_end_and_resume(capsys, tmp_path):
     assert len(records) == 4
     assert max(r["fitness"] for r in records) == pytest.approx(summary["search_valid_accuracy"])
     assert summary["arch"] in out and "published MNIST-1D" in out
+    assert (tmp_path / "search_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Without --resume the folder is refused; with it the finished search is reused.
     code, _, err = run(capsys, *argv)

@@ -1,0 +1,48 @@
+"""PNG figures of a search, drawn with matplotlib's Agg backend (no screen needed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_search_curve(
+    records: Sequence[dict], path: str | os.PathLike, title: str = "search"
+) -> Path:
+    """Fitness of every evaluated architecture and the best so far, against evaluations.
+
+    Args:
+      records: the search's ``results.jsonl`` records, in order (``fitness`` maximised).
+      path: where the PNG goes (written to a temporary name, then renamed).
+      title: the figure title.
+
+    Returns:
+      The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fitness = np.array([r["fitness"] for r in records], dtype=float)
+    fitness[~np.isfinite(fitness)] = np.nan
+    best = np.fmax.accumulate(np.where(np.isnan(fitness), -np.inf, fitness))
+    steps = np.arange(1, len(fitness) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.scatter(steps, fitness, s=10, alpha=0.5, label="evaluated")
+    ax.step(steps, best, where="post", color="C3", label="best so far")
+    ax.set_xlabel("architectures evaluated")
+    ax.set_ylabel("fitness (validation accuracy, maximised)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
