@@ -16,10 +16,12 @@ from nasjax.spaces.base import SearchSpace
 from nasjax.strategies.base import BestSoFar, Strategy, sanitize_fitness
 from nasjax.strategies.evolution import EvolutionState, regularized_evolution
 from nasjax.strategies.random_search import RandomSearchState, random_search
+from nasjax.strategies.reinforce import ReinforceState, reinforce
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "random": random_search,
     "rea": regularized_evolution,
+    "reinforce": reinforce,
 }
 
 
@@ -52,9 +54,11 @@ __all__ = [
     "BestSoFar",
     "EvolutionState",
     "RandomSearchState",
+    "ReinforceState",
     "Strategy",
     "make_strategy",
     "random_search",
     "regularized_evolution",
+    "reinforce",
     "sanitize_fitness",
 ]

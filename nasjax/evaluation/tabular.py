@@ -1,0 +1,285 @@
+"""NAS-Bench-201 as a lookup table, and a whole simulated search inside one ``jit``.
+
+NAS-Bench-201 (Dong & Yang, ICLR 2020) trained all 15,625 cells of its space; a search
+over it is a sequence of table look-ups charged a *simulated* training time. This module
+reads the project's compact table (``../shared/data/nb201/nb201.csv.gz``, see its README)
+into arrays indexed by the genotype's dense code ``NB201Space().to_index(g)`` and runs the
+black-box protocol of the paper's Table 5 entirely in JAX:
+
+* the reward of a query is the 12-epoch validation accuracy (``hp=12``),
+* each query costs the 12-epoch training time ``c10valid_train_time_s_200ep * 12 / 200``,
+* the search stops when the simulated budget (12,000 s) runs out: a query counts only if
+  the clock after paying its cost is still ``<= budget``,
+* the result is the 200-epoch test accuracy of the best-reward architecture.
+
+One search is a ``lax.scan`` of ``batch_size=1`` ask/tell steps (:func:`simulate`);
+:func:`run_seeds` vmaps it over seeds in one compiled call. Accuracies are percentages
+and are MAXIMISED.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import os
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasjax.errors import NasjaxError, check_choice
+from nasjax.spaces.nb201 import NB201Space
+from nasjax.strategies.base import Strategy
+
+DATASETS = ("cifar10", "cifar100", "imagenet16")
+REWARD_COLUMNS = {
+    "cifar10": "c10valid_valid_12ep",
+    "cifar100": "c100_valid_12ep",
+    "imagenet16": "in16_valid_12ep",
+}
+TEST_COLUMNS = {
+    "cifar10": "c10_test_200ep",
+    "cifar100": "c100_test_200ep",
+    "imagenet16": "in16_test_200ep",
+}
+TIME_COLUMN = "c10valid_train_time_s_200ep"
+COST_EPOCHS = 12  # each query is charged the time of 12 of the 200 epochs
+ENV_VAR = "NASJAX_NB201"
+DEFAULT_PATH = Path(__file__).resolve().parents[2].parent / "shared/data/nb201/nb201.csv.gz"
+DEFAULT_BUDGET_S = 12000.0
+CURVE_POINTS = 101
+
+
+class NB201Table(NamedTuple):
+    """NAS-Bench-201 columns, row ``i`` = the genotype with dense code ``i``.
+
+    Attributes:
+      reward: ``float32[3, 15625]``, 12-epoch validation accuracy (%) per dataset in
+        ``DATASETS`` order (the search reward, maximised).
+      test: ``float32[3, 15625]``, 200-epoch test accuracy (%) per dataset.
+      cost: ``float32[15625]``, simulated seconds per query (12 epochs of training).
+      official_index: ``int32[15625]``, the benchmark's own index of each row.
+    """
+
+    reward: jax.Array
+    test: jax.Array
+    cost: jax.Array
+    official_index: jax.Array
+
+    def arrays(self, dataset: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(reward, test, cost)`` rows of ``dataset`` (one of ``DATASETS``)."""
+        check_choice("dataset", dataset, DATASETS)
+        d = DATASETS.index(dataset)
+        return self.reward[d], self.test[d], self.cost
+
+    @property
+    def min_cost(self) -> float:
+        """Cheapest query in simulated seconds (host float)."""
+        return float(np.min(np.asarray(self.cost)))
+
+
+def resolve_path(path: str | os.PathLike | None = None) -> Path:
+    """The table's path: ``path``, else ``$NASJAX_NB201``, else :data:`DEFAULT_PATH`."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else DEFAULT_PATH
+
+
+def load_nb201(path: str | os.PathLike | None = None) -> NB201Table:
+    """Reads the compact NAS-Bench-201 CSV into an :class:`NB201Table`.
+
+    Args:
+      path: the ``nb201.csv.gz`` file; if ``None``, the ``NASJAX_NB201`` environment
+        variable, else ``<repo>/../shared/data/nb201/nb201.csv.gz``.
+
+    Raises:
+      NasjaxError: if the file is missing (naming the ``--nb201`` flag, the
+        ``NASJAX_NB201`` variable and the default path), lacks columns, has a row count
+        other than 15,625, or its arch strings do not cover the space.
+    """
+    file = resolve_path(path)
+    if not file.is_file():
+        raise NasjaxError(
+            f"NAS-Bench-201 table not found at {str(file)!r}; pass its path with --nb201 "
+            f"PATH or set the {ENV_VAR} environment variable (default path: {DEFAULT_PATH})"
+        )
+    with gzip.open(file, "rt", newline="") as f:
+        reader = csv.DictReader(f)
+        columns = ["index", "arch_str", TIME_COLUMN]
+        columns += [REWARD_COLUMNS[d] for d in DATASETS] + [TEST_COLUMNS[d] for d in DATASETS]
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise NasjaxError(f"NAS-Bench-201 table {str(file)!r} lacks columns: {missing}")
+        rows = [[r[c] for c in columns] for r in reader]
+    space = NB201Space()
+    if len(rows) != space.size:
+        raise NasjaxError(
+            f"NAS-Bench-201 table {str(file)!r} has {len(rows)} rows, expected {space.size}"
+        )
+    genotypes = np.stack([space.from_string(r[1]) for r in rows]).astype(np.int64)
+    strides = np.cumprod((1,) + space.num_choices[:0:-1])[::-1]  # as in ``to_index``
+    codes = genotypes @ strides
+    seen = np.zeros(space.size, bool)
+    seen[codes] = True
+    if not seen.all():
+        absent = [space.to_string(space.from_index(c)) for c in np.flatnonzero(~seen)[:3]]
+        raise NasjaxError(
+            f"NAS-Bench-201 table {str(file)!r} does not cover the space: "
+            f"{int((~seen).sum())} cells missing, e.g. {absent}"
+        )
+    try:
+        values = np.array([[float(v) for v in r[2:]] for r in rows], np.float64)
+    except ValueError as e:
+        raise NasjaxError(f"NAS-Bench-201 table {str(file)!r}: non-numeric value ({e})") from None
+    order = np.argsort(codes)  # row of each dense code
+    values = values[order]
+    return NB201Table(
+        reward=jnp.asarray(values[:, 1:4].T, jnp.float32),
+        test=jnp.asarray(values[:, 4:7].T, jnp.float32),
+        cost=jnp.asarray(values[:, 0] * COST_EPOCHS / 200, jnp.float32),
+        official_index=jnp.asarray(np.array([int(r[0]) for r in rows])[order], jnp.int32),
+    )
+
+
+def max_queries_for(budget_s: float, min_cost: float) -> int:
+    """Scan length that always outlasts the budget: ``ceil(budget / min_cost) + 1``.
+
+    Every query costs at least ``min_cost > 0``, so after this many queries the clock is
+    past the budget; :func:`simulate` counts no query beyond it.
+    """
+    if not min_cost > 0:
+        raise NasjaxError(f"every query must cost > 0 s, got a minimum cost of {min_cost}")
+    return max(1, math.ceil(budget_s / min_cost) + 1)
+
+
+@partial(jax.jit, static_argnames=("strategy", "max_queries", "num_points"))
+def simulate(
+    strategy: Strategy,
+    reward: jax.Array,
+    test: jax.Array,
+    cost: jax.Array,
+    key: jax.Array,
+    budget_s: float = DEFAULT_BUDGET_S,
+    *,
+    max_queries: int,
+    num_points: int = CURVE_POINTS,
+) -> dict[str, jax.Array]:
+    """One black-box search on the table under a simulated clock (pure, jittable).
+
+    ``max_queries`` ask/tell steps of one genotype each run in ``lax.scan``; a query is
+    counted (told to the strategy) only while the clock after paying its cost is still
+    ``<= budget_s``, and the search stops for good at the first query that does not fit.
+    Choose ``max_queries >= max_queries_for(budget_s, min cost)`` so the budget, not the
+    scan, ends the search.
+
+    Args:
+      strategy: a ``batch_size=1`` strategy (static); fitness = ``reward``, maximised.
+      reward, test, cost: ``float[N]`` rows indexed by ``NB201Space().to_index(g)``.
+      key: PRNG key of this search.
+      budget_s: simulated budget in seconds.
+      max_queries: scan length (static).
+      num_points: points of the returned time grid ``linspace(0, budget_s)`` (static).
+
+    Returns:
+      ``test_acc`` (200-ep test accuracy of the best-reward counted query; NaN if none),
+      ``best_reward``, ``num_queries``, ``time_s`` (clock at the end), ``exhausted``
+      (whether the budget, not the scan, stopped the search), ``time_grid`` and
+      ``curve`` (best-so-far test accuracy at each grid time; NaN before the first query).
+    """
+    if strategy.batch_size != 1:
+        raise NasjaxError(f"simulate needs a strategy with batch_size=1, got {strategy.batch_size}")
+    space = NB201Space()
+    key_init, key_run = jax.random.split(key)
+    budget_s = jnp.asarray(budget_s, jnp.float32)
+
+    def step(carry: tuple, key_step: jax.Array) -> tuple[tuple, tuple]:
+        state, clock, active, best_r, best_t, count = carry
+        population, asked = strategy.ask(key_step, state)
+        code = space.to_index(population[0])
+        r, t, c = reward[code], test[code], cost[code]
+        fits = active & (clock + c <= budget_s)
+        told, _ = strategy.tell(asked, population, r[None])
+        state = jax.tree.map(lambda a, b: jnp.where(fits, a, b), told, state)
+        better = fits & (jnp.where(jnp.isnan(r), -jnp.inf, r) > best_r)
+        carry = (
+            state,
+            jnp.where(fits, clock + c, clock),
+            fits,
+            jnp.where(better, r, best_r),
+            jnp.where(better, t, best_t),
+            count + fits.astype(jnp.int32),
+        )
+        return carry, (carry[1], carry[4])
+
+    init = (
+        strategy.init(key_init),
+        jnp.zeros((), jnp.float32),
+        jnp.array(True),
+        jnp.array(-jnp.inf, jnp.float32),
+        jnp.array(jnp.nan, jnp.float32),
+        jnp.zeros((), jnp.int32),
+    )
+    keys = jax.random.split(key_run, max_queries)
+    (_, clock, active, best_r, best_t, count), (clocks, tests) = jax.lax.scan(step, init, keys)
+    grid = jnp.linspace(0.0, budget_s, num_points)
+    last = jnp.searchsorted(clocks, grid, side="right") - 1
+    curve = jnp.where(last >= 0, tests[jnp.maximum(last, 0)], jnp.nan)
+    return {
+        "test_acc": best_t,
+        "best_reward": best_r,
+        "num_queries": count,
+        "time_s": clock,
+        "exhausted": ~active,
+        "time_grid": grid,
+        "curve": curve,
+    }
+
+
+def run_seeds(
+    strategy: Strategy,
+    table: NB201Table,
+    dataset: str,
+    keys: jax.Array,
+    budget_s: float = DEFAULT_BUDGET_S,
+    max_queries: int | None = None,
+) -> dict[str, jax.Array]:
+    """:func:`simulate` for every key of ``keys`` (``[S]`` keys) in one ``jit(vmap)``.
+
+    Args:
+      strategy: a ``batch_size=1`` strategy.
+      table: from :func:`load_nb201`.
+      dataset: one of ``DATASETS``.
+      keys: ``[S]`` PRNG keys, one search each.
+      budget_s: simulated budget in seconds (``> 0``).
+      max_queries: scan length; default :func:`max_queries_for` of the budget.
+
+    Returns:
+      :func:`simulate`'s outputs with a leading seed axis ``S``.
+    """
+    reward, test, cost = table.arrays(dataset)
+    if not budget_s > 0:
+        raise NasjaxError(f"budget must be > 0 seconds, got {budget_s}")
+    if max_queries is None:
+        max_queries = max_queries_for(budget_s, table.min_cost)
+    return _run_seeds(strategy, reward, test, cost, keys, budget_s, max_queries=max_queries)
+
+
+@partial(jax.jit, static_argnames=("strategy", "max_queries"))
+def _run_seeds(
+    strategy: Strategy,
+    reward: jax.Array,
+    test: jax.Array,
+    cost: jax.Array,
+    keys: jax.Array,
+    budget_s: float,
+    *,
+    max_queries: int,
+) -> dict[str, jax.Array]:
+    def one(key: jax.Array) -> dict[str, jax.Array]:
+        return simulate(strategy, reward, test, cost, key, budget_s, max_queries=max_queries)
+
+    return jax.vmap(one)(keys)
