@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install search test test-fast lint format clean
+.PHONY: install search test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ test: install  ## the whole suite: fast tests on 2 workers, then the slow end-to
 
 test-fast: install  ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
+
+bench: install  ## speed benchmarks; each prints ratios against a baseline run side by side
+	$(PY) experiments/bench_nb201_search.py --seeds 500 --out runs/bench_nb201.json
 
 lint: install
 	$(VENV)/bin/ruff check .
