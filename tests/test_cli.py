@@ -82,7 +82,8 @@ def test_module_entry_point_exit_status(tmp_path):
     )
     assert proc.returncode == 2
     assert (
-        proc.stderr.strip() == "nasjax: error: unknown strategy 'nope'; valid choices: random, rea"
+        proc.stderr.strip()
+        == "nasjax: error: unknown strategy 'nope'; valid choices: random, rea, reinforce"
     )
 
 
