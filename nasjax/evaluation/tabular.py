@@ -52,6 +52,7 @@ ENV_VAR = "NASJAX_NB201"
 DEFAULT_PATH = Path(__file__).resolve().parents[2].parent / "shared/data/nb201/nb201.csv.gz"
 DEFAULT_BUDGET_S = 12000.0
 CURVE_POINTS = 101
+QUERY_BLOCK = 16  # queries per scan block between budget checks
 
 
 class NB201Table(NamedTuple):
@@ -170,9 +171,11 @@ def simulate(
 ) -> dict[str, jax.Array]:
     """One black-box search on the table under a simulated clock (pure, jittable).
 
-    ``max_queries`` ask/tell steps of one genotype each run in ``lax.scan``; a query is
-    counted (told to the strategy) only while the clock after paying its cost is still
-    ``<= budget_s``, and the search stops for good at the first query that does not fit.
+    Ask/tell steps of one genotype each run in ``lax.scan`` blocks of ``QUERY_BLOCK``
+    inside a ``while_loop`` that stops once the budget has run out (at most
+    ``max_queries``, rounded up to whole blocks); a query is counted (told to the strategy)
+    only while the clock after paying its cost is still ``<= budget_s``, and the search
+    stops for good at the first query that does not fit.
     Choose ``max_queries >= max_queries_for(budget_s, min cost)`` so the budget, not the
     scan, ends the search.
 
@@ -202,8 +205,9 @@ def simulate(
         code = space.to_index(population[0])
         r, t, c = reward[code], test[code], cost[code]
         fits = active & (clock + c <= budget_s)
-        told, _ = strategy.tell(asked, population, r[None])
-        state = jax.tree.map(lambda a, b: jnp.where(fits, a, b), told, state)
+        # Once a query does not fit, the search is over: later states never reach the
+        # outputs (all gated by ``fits``), so the told state needs no select.
+        state, _ = strategy.tell(asked, population, r[None])
         better = fits & (jnp.where(jnp.isnan(r), -jnp.inf, r) > best_r)
         carry = (
             state,
@@ -223,8 +227,31 @@ def simulate(
         jnp.array(jnp.nan, jnp.float32),
         jnp.zeros((), jnp.int32),
     )
-    keys = jax.random.split(key_run, max_queries)
-    (_, clock, active, best_r, best_t, count), (clocks, tests) = jax.lax.scan(step, init, keys)
+    # Blocks of scan steps inside a while loop that ends once the budget has run out: about
+    # 100 queries fit 12,000 s, while max_queries must cover the cheapest-possible case.
+    num_blocks = -(-max_queries // QUERY_BLOCK)
+    keys = jax.random.split(key_run, num_blocks * QUERY_BLOCK).reshape(num_blocks, QUERY_BLOCK)
+    clocks = jnp.full((num_blocks, QUERY_BLOCK), jnp.inf, jnp.float32)  # inf: never reached
+    tests = jnp.full((num_blocks, QUERY_BLOCK), jnp.nan, jnp.float32)
+
+    def more(loop: tuple) -> jax.Array:
+        carry, block, _, _ = loop
+        return (block < num_blocks) & carry[2]
+
+    def run_block(loop: tuple) -> tuple:
+        carry, block, clocks, tests = loop
+        carry, (block_clocks, block_tests) = jax.lax.scan(step, carry, keys[block])
+        return (
+            carry,
+            block + 1,
+            clocks.at[block].set(block_clocks),
+            tests.at[block].set(block_tests),
+        )
+
+    (_, clock, active, best_r, best_t, count), _, clocks, tests = jax.lax.while_loop(
+        more, run_block, (init, jnp.int32(0), clocks, tests)
+    )
+    clocks, tests = clocks.reshape(-1), tests.reshape(-1)
     grid = jnp.linspace(0.0, budget_s, num_points)
     last = jnp.searchsorted(clocks, grid, side="right") - 1
     curve = jnp.where(last >= 0, tests[jnp.maximum(last, 0)], jnp.nan)

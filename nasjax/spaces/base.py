@@ -69,13 +69,13 @@ class SearchSpace:
         """
         genotype = jnp.asarray(genotype, jnp.int32)
         radix = self._radix()
-        mutable = radix > 1
-        key_d, key_v = jax.random.split(key)
-        batch = genotype.shape[:-1]
-        logits = jnp.where(mutable, 0.0, -jnp.inf)
-        decision = jax.random.categorical(key_d, logits, shape=batch)
+        mutable = np.flatnonzero(np.asarray(self.num_choices) > 1)
+        # One uniform draw per genotype picks the decision, a second the new value.
+        u = jax.random.uniform(key, genotype.shape[:-1] + (2,))
+        pick = jnp.minimum(jnp.floor(u[..., 0] * len(mutable)).astype(jnp.int32), len(mutable) - 1)
+        decision = jnp.asarray(mutable, jnp.int32)[pick]
         n = radix[decision]
-        offset = 1 + jnp.floor(jax.random.uniform(key_v, batch) * (n - 1)).astype(jnp.int32)
+        offset = 1 + jnp.minimum(jnp.floor(u[..., 1] * (n - 1)).astype(jnp.int32), n - 2)
         old = jnp.take_along_axis(genotype, decision[..., None], axis=-1)[..., 0]
         new = (old + offset) % n
         hit = jnp.arange(self.num_decisions) == decision[..., None]
