@@ -57,8 +57,15 @@ class SearchSpace:
         Returns:
           ``int32[n, D]``.
         """
-        u = jax.random.uniform(key, (n, self.num_decisions))
-        return jnp.floor(u * self._radix()).astype(jnp.int32)
+        return self.sample_from_uniform(jax.random.uniform(key, (n, self.num_decisions)))
+
+    def sample_from_uniform(self, u: jnp.ndarray) -> jnp.ndarray:
+        """``sample`` given its uniform draws ``u`` in ``[0, 1)`` of shape ``[..., D]``.
+
+        Lets a strategy draw all of a step's randomness in one PRNG call.
+        """
+        values = jnp.floor(u * self._radix()).astype(jnp.int32)
+        return jnp.minimum(values, self._radix() - 1)
 
     def mutate(self, key: jax.Array, genotype: jnp.ndarray) -> jnp.ndarray:
         """Changes exactly one decision to a different value (never a no-op).
@@ -68,10 +75,16 @@ class SearchSpace:
         genotype of the batch independently.
         """
         genotype = jnp.asarray(genotype, jnp.int32)
+        return self.mutate_from_uniform(
+            jax.random.uniform(key, genotype.shape[:-1] + (2,)), genotype
+        )
+
+    def mutate_from_uniform(self, u: jnp.ndarray, genotype: jnp.ndarray) -> jnp.ndarray:
+        """``mutate`` given its uniform draws ``u`` of shape ``[..., 2]``: ``u[..., 0]``
+        picks the decision, ``u[..., 1]`` the new value."""
+        genotype = jnp.asarray(genotype, jnp.int32)
         radix = self._radix()
         mutable = np.flatnonzero(np.asarray(self.num_choices) > 1)
-        # One uniform draw per genotype picks the decision, a second the new value.
-        u = jax.random.uniform(key, genotype.shape[:-1] + (2,))
         pick = jnp.minimum(jnp.floor(u[..., 0] * len(mutable)).astype(jnp.int32), len(mutable) - 1)
         decision = jnp.asarray(mutable, jnp.int32)[pick]
         n = radix[decision]

@@ -97,15 +97,17 @@ def regularized_evolution(
         )
 
     def ask(key: jax.Array, state: EvolutionState) -> tuple[jax.Array, EvolutionState]:
-        key_random, key_tournament, key_mutate = jax.random.split(key, 3)
-        fresh = space.sample(key_random, batch_size)
+        # One PRNG call per ask: the fresh sample, the tournament and the mutation.
+        d = space.num_decisions
+        u = jax.random.uniform(key, (batch_size, d + sample_size + 2))
+        fresh = space.sample_from_uniform(u[:, :d])
         # Slots 0..n-1 hold the members told so far (all P once the buffer is full).
         num_members = jnp.clip(state.num_told, 1, pop_size)
-        u = jax.random.uniform(key_tournament, (batch_size, sample_size))
-        contenders = jnp.minimum(jnp.floor(u * num_members).astype(jnp.int32), num_members - 1)
+        draws = u[:, d : d + sample_size]
+        contenders = jnp.minimum(jnp.floor(draws * num_members).astype(jnp.int32), num_members - 1)
         winner = jnp.argmax(state.fitness[contenders], axis=1)
         parents = jnp.take_along_axis(contenders, winner[:, None], axis=1)[:, 0]
-        children = space.mutate(key_mutate, state.population[parents])
+        children = space.mutate_from_uniform(u[:, d + sample_size :], state.population[parents])
         is_random = state.num_told + jnp.arange(batch_size) < pop_size
         return jnp.where(is_random[:, None], fresh, children), state
 
