@@ -136,6 +136,17 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
     return results, curves
 
 
+def results_json(results: dict) -> dict:
+    """The ``results.json`` payload: for one dataset the flat form
+    ``{"random": {"mean", "std", "n", ...}, "rea": ..., "reinforce": ..., "optimal": ...,
+    "paper": ..., "dataset": ..., "protocol": ...}``; for ``--dataset all`` one such entry
+    per dataset (without ``protocol``) plus ``protocol``."""
+    datasets = [k for k in results if k != "protocol"]
+    if len(datasets) == 1:
+        return {**results[datasets[0]], "dataset": datasets[0], "protocol": results["protocol"]}
+    return results
+
+
 def markdown(results: dict) -> str:
     """Our mean ± std next to the paper's, one row per dataset and method."""
     lines = ["| dataset | method | ours (test %) | paper (test %) |", "|---|---|---|---|"]
@@ -196,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     results["protocol"]["wall_s"] = round(time.perf_counter() - t0, 3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", results)
+    write_json_atomic(out / "results.json", results_json(results))
     plot(curves, out / "best_so_far.png", args.budget)
     print(markdown(results))
     print(

@@ -533,3 +533,15 @@ def test_is_valid_rejects_wrong_length_and_non_integers():
     assert not bool(space.is_valid(jnp.zeros(5, jnp.int32)))
     assert not bool(space.is_valid(jnp.array([0, 0, 0, 0, 0, 4.5])))
     chex.assert_shape(space.is_valid(jnp.zeros((3, 7), jnp.int32)), (3,))
+
+
+def test_sampling_and_mutation_from_given_uniforms():
+    space = NB201Space()
+    u = jnp.array([[0.0, 0.2, 0.4, 0.6, 0.8, 1.0 - 1e-7]])
+    chex.assert_trees_all_equal(space.sample_from_uniform(u), jnp.array([[0, 1, 2, 3, 4, 4]]))
+    g = jnp.array([[3, 3, 3, 1, 3, 2]] * 4, jnp.int32)
+    draws = jnp.array([[0.0, 0.0], [0.99, 0.99], [0.5, 0.3], [1.0 - 1e-7, 1.0 - 1e-7]])
+    children = space.mutate_from_uniform(draws, g)
+    np.testing.assert_array_equal(hamming(children, g), [1, 1, 1, 1])
+    assert int(children[0, 0]) == 4  # decision 0, smallest offset: 3 -> 4
+    assert int(children[1, 5]) == 1  # last decision, largest offset: 2 -> 1 (mod 5)

@@ -191,11 +191,12 @@ def test_script_smoke(tmp_path, table_path, capsys):
     argv = ["--dataset", "cifar10", "--seeds", "4", "--out", str(out), "--nb201", str(table_path)]
     assert script.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "cifar10"  # one dataset: the flat form of the issue
     for name in ("random", "rea", "reinforce"):
-        r = results["cifar10"][name]
+        r = results[name]
         assert r["n"] == 4 and 85.0 < r["mean"] <= 94.38
-    assert results["cifar10"]["optimal"] == pytest.approx(94.37, abs=0.01)
-    assert results["cifar10"]["paper"]["rea"] == {"mean": 93.92, "std": 0.30}
+    assert results["optimal"] == pytest.approx(94.37, abs=0.01)
+    assert results["paper"]["rea"] == {"mean": 93.92, "std": 0.30}
     assert (out / "best_so_far.png").stat().st_size > 1000
     assert "| cifar10 | rea |" in capsys.readouterr().out
 
