@@ -52,21 +52,18 @@ from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nb201_table5 import STRATEGY_SETTINGS  # noqa: E402  (sibling script, reused)
+from nb201_table5 import (  # noqa: E402  (sibling script, reused)
+    STRATEGY_SETTINGS,
+    OneLineErrorParser,
+)
 
 TIMED_CALLS = 5
 DATASET = "cifar10"
 AGREE_SIGMAS = 4.0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.splitlines()[0])
+    p = OneLineErrorParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=500, help="searches of ours (and per table cell)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--nb201", default=None, help="path of nb201.csv.gz (else $NASJAX_NB201)")

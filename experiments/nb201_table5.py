@@ -70,14 +70,16 @@ PAPER = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose errors are one ``error: ...`` line and exit status 2."""
+
     def error(self, message: str) -> None:  # one line, exit 2
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.splitlines()[0])
+    p = OneLineErrorParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="cifar10", help=f"{', '.join(DATASETS)} or all")
     p.add_argument("--seeds", type=int, default=500, help="searches per strategy")
     p.add_argument("--out", default="runs/nb201_table5", help="output folder")

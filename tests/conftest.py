@@ -1,11 +1,25 @@
-"""Shared test set-up: a persistent XLA compilation cache, so that test processes that
-compile the same program (the CLI smoke runs, xdist workers) compile it once."""
+"""Shared test set-up: a persistent XLA compilation cache (test processes that compile the
+same program, such as the CLI smoke runs, compile it once) and the NB201 table fixture."""
 
 import os
 from pathlib import Path
 
 import jax
+import pytest
+
+from nasjax.evaluation import tabular
 
 CACHE = Path(os.environ.get("NASJAX_TEST_CACHE", Path(__file__).parent.parent / ".jax_cache"))
 jax.config.update("jax_compilation_cache_dir", str(CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+@pytest.fixture(scope="module")
+def table_path():
+    """The NAS-Bench-201 table; skipped where it is missing, a failure under CI."""
+    path = tabular.resolve_path()
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"NAS-Bench-201 table missing at {path} (CI is set)")
+        pytest.skip(f"NAS-Bench-201 table missing at {path}")
+    return path

@@ -3,14 +3,12 @@
 import importlib.util
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nasjax.evaluation import tabular
 from nasjax.evaluation.tabular import load_nb201
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,16 +33,6 @@ def bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def table_path():
-    path = tabular.resolve_path()
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"NAS-Bench-201 table missing at {path} (CI is set)")
-        pytest.skip(f"NAS-Bench-201 table missing at {path}")
-    return path
 
 
 def test_reference_rea_respects_budget_and_reports_best_reward_test(bench, table_path):

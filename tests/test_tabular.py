@@ -4,7 +4,6 @@ import csv
 import gzip
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -24,16 +23,6 @@ BEST_ARCH = (
     "nor_conv_1x1~2|"
 )
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
-
-
-@pytest.fixture(scope="module")
-def table_path():
-    path = tabular.resolve_path()
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"NAS-Bench-201 table missing at {path} (CI is set)")
-        pytest.skip(f"NAS-Bench-201 table missing at {path}")
-    return path
 
 
 @pytest.fixture(scope="module")
