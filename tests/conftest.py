@@ -1,7 +1,9 @@
 """Shared test set-up: a persistent XLA compilation cache (test processes that compile the
 same program, such as the CLI smoke runs, compile it once) and the NB201 table fixture."""
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -23,3 +25,14 @@ def table_path():
             pytest.fail(f"NAS-Bench-201 table missing at {path} (CI is set)")
         pytest.skip(f"NAS-Bench-201 table missing at {path}")
     return path
+
+
+def load_experiment(name: str):
+    """Imports ``experiments/<name>.py`` as a module (scripts import their siblings)."""
+    folder = Path(__file__).resolve().parents[1] / "experiments"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,17 +1,14 @@
 """Tests of experiments/bench_nb201_search.py: the NumPy reference REA and a smoke run."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_experiment
 
 from nasjax.evaluation.tabular import load_nb201
 
-ROOT = Path(__file__).resolve().parents[1]
 KEYS = (
     "speedup_rea",
     "compile_s",
@@ -26,13 +23,7 @@ KEYS = (
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    spec = importlib.util.spec_from_file_location(
-        "bench_nb201_search", ROOT / "experiments" / "bench_nb201_search.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("bench_nb201_search")
 
 
 def test_reference_rea_respects_budget_and_reports_best_reward_test(bench, table_path):

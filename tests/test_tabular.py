@@ -2,14 +2,13 @@
 
 import csv
 import gzip
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import load_experiment
 
 from nasjax.errors import NasjaxError
 from nasjax.evaluation import tabular
@@ -17,7 +16,6 @@ from nasjax.evaluation.tabular import load_nb201, max_queries_for, run_seeds, si
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 
-ROOT = Path(__file__).resolve().parents[1]
 BEST_ARCH = (
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
     "nor_conv_1x1~2|"
@@ -34,15 +32,6 @@ def table(table_path):
 def rows(table_path):
     with gzip.open(table_path, "rt", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "nb201_table5", ROOT / "experiments" / "nb201_table5.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ------------------------------------------------------------------- loader errors
@@ -175,7 +164,7 @@ def test_run_seeds_deterministic_per_key(table):
 
 # ------------------------------------------------------------------- experiment script
 def test_script_smoke(tmp_path, table_path, capsys):
-    script = _load_script()
+    script = load_experiment("nb201_table5")
     out = tmp_path / "run"
     argv = ["--dataset", "cifar10", "--seeds", "4", "--out", str(out), "--nb201", str(table_path)]
     assert script.main(argv) == 0
@@ -200,7 +189,7 @@ def test_script_smoke(tmp_path, table_path, capsys):
     ],
 )
 def test_script_bad_input(tmp_path, capsys, argv, expected):
-    script = _load_script()
+    script = load_experiment("nb201_table5")
     assert script.main(argv + ["--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1
