@@ -17,7 +17,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nasjax.data import Dataset, batch_indices
 from nasjax.errors import check_choice
@@ -149,24 +151,58 @@ def train_member(
     return {"valid_accuracy": valid, "test_accuracy": test, "loss_curve": losses}
 
 
-@functools.partial(jax.jit, static_argnames=("space", "config", "name", "num_classes"))
+POPULATION_AXIS = "population"
+"""Name of the mesh axis the population is sharded over."""
+
+
+def population_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1D mesh over ``devices`` (default: every device of every process) for the population."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.array(devices), (POPULATION_AXIS,))
+
+
+@functools.partial(
+    jax.jit, static_argnames=("space", "config", "name", "num_classes", "mesh")
+)
 def _train_population(
-    keys: jax.Array,
+    key_data: jnp.ndarray,
     genotypes: jnp.ndarray,
     arrays: tuple[jnp.ndarray, ...],
     space: SearchSpace,
     config: TrainConfig,
     name: str,
     num_classes: int,
+    mesh: Mesh,
 ) -> dict[str, jnp.ndarray]:
-    data = Dataset(*arrays, num_classes=num_classes, name=name)
+    def local(key_data: jnp.ndarray, genotypes: jnp.ndarray, arrays: tuple) -> dict:
+        """This device's share of the population, trained member after member."""
+        data = Dataset(*arrays, num_classes=num_classes, name=name)
 
-    def one(member: tuple[jax.Array, jnp.ndarray]) -> dict[str, jnp.ndarray]:
-        return train_member(member[0], member[1], data, space, config)
+        def one(member: tuple[jnp.ndarray, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+            key = jax.random.wrap_key_data(member[0])
+            return train_member(key, member[1], data, space, config)
 
-    # batch_size=1 would vmap a size-1 axis, turning each switch into a select over all ops.
-    batch_size = None if config.member_batch == 1 else config.member_batch
-    return jax.lax.map(one, (keys, genotypes), batch_size=batch_size)
+        # batch_size=1 would vmap a size-1 axis, turning each switch into a select.
+        batch_size = None if config.member_batch == 1 else config.member_batch
+        out = jax.lax.map(one, (key_data, genotypes), batch_size=batch_size)
+        # Every device (and process) gets the whole population's results.
+        return jax.lax.all_gather(out, POPULATION_AXIS, tiled=True)
+
+    sharded, replicated = PartitionSpec(POPULATION_AXIS), PartitionSpec()
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(sharded, sharded, replicated),
+        out_specs=replicated,
+        check_vma=False,  # flax's lifted switch mixes per-device and replicated values
+    )(key_data, genotypes, arrays)
+
+
+def _global_array(value: Any, mesh: Mesh, spec: PartitionSpec) -> jax.Array:
+    """``value`` (the same on every process) as an array laid out as ``spec`` on ``mesh``."""
+    value = np.asarray(value)
+    sharding = NamedSharding(mesh, spec)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def train_population(
@@ -177,12 +213,17 @@ def train_population(
     config: TrainConfig,
     *,
     split: bool = True,
+    mesh: Mesh | None = None,
 ) -> dict[str, jnp.ndarray]:
-    """Trains P different architectures in one compiled call.
+    """Trains P different architectures in one compiled call, sharded over devices.
 
-    Member ``i`` uses ``jax.random.split(key, P)[i]`` (or ``key[i]`` when ``split`` is
-    False and ``key`` holds P keys), so it computes what that key and genotype would
-    alone.
+    The population axis is split over the devices of ``mesh`` (default: all devices of
+    all processes; with ``jax.distributed.initialize`` that spans hosts). P is padded to a
+    multiple of the device count with copies of the first member, whose results are
+    dropped. Member ``i`` uses ``jax.random.split(key, P)[i]`` (or ``key[i]`` when
+    ``split`` is False and ``key`` holds P keys), so it computes what that key and
+    genotype would alone, on any number of devices. Every process must call this with
+    the same arguments.
 
     Args:
       key: PRNG key.
@@ -190,14 +231,35 @@ def train_population(
       data: the dataset.
       space: the search space (static).
       config: the training recipe (static).
+      split: split ``key`` into P member keys (else ``key`` is already ``[P]`` keys).
+      mesh: a 1D mesh with axis ``"population"`` (see :func:`population_mesh`).
 
     Returns:
       Dict of ``valid_accuracy[P]``, ``test_accuracy[P]``, ``loss_curve[P, steps]``.
     """
-    genotypes = jnp.asarray(genotypes, jnp.int32)
-    keys = jax.random.split(key, genotypes.shape[0]) if split else key
-    arrays = tuple(jnp.asarray(a) for a in data[:6])
-    return _train_population(keys, genotypes, arrays, space, config, data.name, data.num_classes)
+    mesh = population_mesh() if mesh is None else mesh
+    genotypes = np.asarray(genotypes, np.int32)
+    size = genotypes.shape[0]
+    keys = jax.random.split(key, size) if split else key
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    key_data = np.asarray(jax.random.key_data(keys) if typed else keys)
+    padded = -(-size // mesh.size) * mesh.size
+    if padded != size:
+        fill = padded - size
+        genotypes = np.concatenate([genotypes, np.repeat(genotypes[:1], fill, 0)])
+        key_data = np.concatenate([key_data, np.repeat(key_data[:1], fill, 0)])
+    sharded, replicated = PartitionSpec(POPULATION_AXIS), PartitionSpec()
+    out = _train_population(
+        _global_array(key_data, mesh, sharded),
+        _global_array(genotypes, mesh, sharded),
+        tuple(_global_array(a, mesh, replicated) for a in data[:6]),
+        space,
+        config,
+        data.name,
+        data.num_classes,
+        mesh,
+    )
+    return {k: np.asarray(v)[:size] for k, v in out.items()}
 
 
 class Evaluator(NamedTuple):

@@ -1,0 +1,42 @@
+"""One process of a sharded population evaluation; run by tests/test_sharding.py.
+
+``python tests/distributed_worker.py [COORDINATOR NUM_PROCESSES PROCESS_ID]`` trains
+``POPULATION`` with the ``CONFIG`` recipe over every device of every process and prints
+one JSON line: the device and process counts and each member's results.
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+from nasjax.data import load_dataset
+from nasjax.evaluation.training import TrainConfig, train_population
+from nasjax.spaces import NB201Space
+
+CONFIG = TrainConfig(steps=6, batch_size=100, learning_rate=0.05, channels=4, cells_per_stage=1)
+# Three members: not a multiple of 2 or 4 devices, so the padding path runs too.
+POPULATION = np.array([[3, 3, 3, 1, 3, 2], [1, 4, 2, 0, 3, 0], [2, 2, 4, 1, 0, 3]], np.int32)
+SEED = 0
+
+
+def evaluate() -> dict:
+    """The population's results on every visible device, as plain lists."""
+    out = train_population(
+        jax.random.key(SEED), POPULATION, load_dataset("mnist1d", seed=0), NB201Space(), CONFIG
+    )
+    return {name: np.asarray(value).tolist() for name, value in out.items()}
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        coordinator, num_processes, process_id = argv[0], int(argv[1]), int(argv[2])
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    result = evaluate()
+    result.update(num_devices=jax.device_count(), num_processes=jax.process_count())
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,78 @@
+"""The population axis sharded over devices and processes gives each member's own result."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distributed_worker as worker
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+
+
+def _env(devices: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _result(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _assert_same_members(a: dict, b: dict) -> None:
+    for name in ("valid_accuracy", "test_accuracy", "loss_curve"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def one_device():
+    return worker.evaluate()
+
+
+@pytest.mark.slow
+def test_four_devices_match_one_device(one_device):
+    run = subprocess.run(
+        [sys.executable, str(WORKER)], env=_env(4), capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    four = _result(run.stdout)
+    assert four["num_devices"] == 4
+    assert len(four["valid_accuracy"]) == len(worker.POPULATION)  # padding dropped
+    _assert_same_members(four, one_device)
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_one_population_together(one_device):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), f"127.0.0.1:{port}", "2", str(i)],
+            env=_env(1),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=600)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        assert proc.returncode == 0, stderr[-3000:]
+        outputs.append(_result(stdout))
+    for out in outputs:
+        assert out["num_processes"] == 2 and out["num_devices"] == 2
+        _assert_same_members(out, one_device)
