@@ -13,7 +13,11 @@ human 96 %). ``--smoke`` runs a tiny version in about a minute for tests; any fl
 
 import sys
 
-from nasjax.cli import main
+from nasjax.devices import use_cpu_cores
+
+use_cpu_cores()  # before JAX starts: one host device per core
+
+from nasjax.cli import main  # noqa: E402
 
 DEFAULTS = ["search", "--space", "nb201", "--strategy", "rea", "--dataset", "mnist1d"]
 

@@ -1,5 +1,9 @@
 """``python -m nasjax``: see ``nasjax.cli``."""
 
-from nasjax.cli import main
+from nasjax.devices import use_cpu_cores
+
+use_cpu_cores()  # before JAX starts: one host device per core
+
+from nasjax.cli import main  # noqa: E402
 
 raise SystemExit(main())

@@ -184,6 +184,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         "search_valid_accuracy": result.best_fitness,
         "num_evaluated": result.num_evaluated,
         "num_devices": jax.device_count(),
+        "num_processes": jax.process_count(),
         "seed": args.seed,
         "wall_s": round(time.time() - t0, 2),
         "space": args.space,

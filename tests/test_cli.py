@@ -1,5 +1,7 @@
 """The command line: info, search end to end, and one clear line for every bad input."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -87,12 +89,24 @@ def test_module_entry_point_exit_status(tmp_path):
     )
 
 
+SMOKE_SEED = 3
+
+
+@pytest.fixture(scope="module")
+def smoke_search(tmp_path_factory):
+    """A smoke search in this (one-device) process: its argv, stdout and summary."""
+    out_dir = tmp_path_factory.mktemp("smoke")
+    argv = ["search", "--smoke", "--seed", str(SMOKE_SEED), "--out", str(out_dir), "--no-progress"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(argv)
+    assert code == 0
+    return argv, out_dir, json.loads((out_dir / "summary.json").read_text()), stdout.getvalue()
+
+
 @pytest.mark.slow
-def test_search_smoke_end_to_end_and_resume(capsys, tmp_path):
-    argv = ["search", "--smoke", "--seed", "3", "--out", str(tmp_path), "--no-progress"]
-    code, out, _ = run(capsys, *argv)
-    assert code == 0, out
-    summary = json.loads((tmp_path / "summary.json").read_text())
+def test_search_smoke_end_to_end_and_resume(capsys, smoke_search):
+    argv, tmp_path, summary, out = smoke_search
     for key in (
         "arch",
         "test_accuracy",
@@ -105,7 +119,8 @@ def test_search_smoke_end_to_end_and_resume(capsys, tmp_path):
     ):
         assert key in summary
     assert 0.0 <= summary["test_accuracy"] <= 1.0
-    assert summary["seed"] == 3 and summary["num_evaluated"] == 4
+    assert summary["seed"] == SMOKE_SEED and summary["num_evaluated"] == 4
+    assert summary["num_devices"] == jax.device_count() and summary["num_processes"] == 1
     genotype = NB201Space().from_string(summary["arch"])
     assert genotype.tolist() == summary["genotype"]
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -128,15 +143,26 @@ def test_search_smoke_end_to_end_and_resume(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_main_job_script_smoke(tmp_path):
+def test_main_job_script_smoke_on_four_devices(tmp_path, smoke_search):
+    """The main job on 4 host devices finds what the 1-device search found."""
     script = Path(__file__).parents[1] / "experiments" / "mnist1d_rea.py"
+    argv = ["--smoke", "--seed", str(SMOKE_SEED), "--no-progress", "--out", str(tmp_path)]
     proc = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--no-progress", "--out", str(tmp_path)],
+        [sys.executable, str(script), *argv],
         capture_output=True,
         text=True,
-        env={**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir},
+        env={
+            **os.environ,
+            "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            "JAX_PLATFORMS": "cpu",
+        },
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["strategy"] == "rea" and summary["dataset"] == "mnist1d"
     assert "published MNIST-1D" in proc.stdout
+    one_device = smoke_search[2]
+    assert summary["num_devices"] == 4 and one_device["num_devices"] == 1
+    assert summary["arch"] == one_device["arch"]
+    assert summary["test_accuracy"] == pytest.approx(one_device["test_accuracy"], abs=0.02)

@@ -218,8 +218,9 @@ def train_population(
     """Trains P different architectures in one compiled call, sharded over devices.
 
     The population axis is split over the devices of ``mesh`` (default: all devices of
-    all processes; with ``jax.distributed.initialize`` that spans hosts). P is padded to a
-    multiple of the device count with copies of the first member, whose results are
+    all processes, with ``jax.distributed.initialize`` that spans hosts; in one process,
+    only the first P devices when there are fewer members than devices). P is padded to
+    a multiple of the device count with copies of the first member, whose results are
     dropped. Member ``i`` uses ``jax.random.split(key, P)[i]`` (or ``key[i]`` when
     ``split`` is False and ``key`` holds P keys), so it computes what that key and
     genotype would alone, on any number of devices. Every process must call this with
@@ -237,9 +238,13 @@ def train_population(
     Returns:
       Dict of ``valid_accuracy[P]``, ``test_accuracy[P]``, ``loss_curve[P, steps]``.
     """
-    mesh = population_mesh() if mesh is None else mesh
     genotypes = np.asarray(genotypes, np.int32)
     size = genotypes.shape[0]
+    if mesh is None:
+        devices = jax.devices()
+        if size < len(devices) and jax.process_count() == 1:
+            devices = devices[:size]  # fewer members than devices: no padded copies
+        mesh = population_mesh(devices)
     keys = jax.random.split(key, size) if split else key
     typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
     key_data = np.asarray(jax.random.key_data(keys) if typed else keys)
