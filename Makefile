@@ -11,10 +11,11 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# requirements-bench.txt: the PyTorch peer of the population benchmark (and its tests).
+$(STAMP): requirements.txt requirements-bench.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-bench.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -30,6 +31,7 @@ test-fast: install  ## skip the slow end-to-end tests
 
 bench: install  ## speed benchmarks; each prints ratios against a baseline run side by side
 	$(PY) experiments/bench_nb201_search.py --seeds 500 --out runs/bench_nb201.json
+	$(PY) experiments/bench_population_training.py --population 32 --out runs/bench_population.json
 
 lint: install
 	$(VENV)/bin/ruff check .

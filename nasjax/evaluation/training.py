@@ -12,6 +12,7 @@ from optax. Fitness is the validation accuracy (a fraction, maximised).
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -161,9 +162,6 @@ def population_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (POPULATION_AXIS,))
 
 
-@functools.partial(
-    jax.jit, static_argnames=("space", "config", "name", "num_classes", "mesh")
-)
 def _train_population(
     key_data: jnp.ndarray,
     genotypes: jnp.ndarray,
@@ -198,11 +196,63 @@ def _train_population(
     )(key_data, genotypes, arrays)
 
 
+_STATIC_ARGS = ("space", "config", "name", "num_classes", "mesh")
+
+
+@functools.cache
+def _population_program(platform: str) -> Any:
+    """``_train_population`` jitted (one cache per platform; a hook for compiler options)."""
+    del platform
+    return jax.jit(_train_population, static_argnames=_STATIC_ARGS)
+
+
 def _global_array(value: Any, mesh: Mesh, spec: PartitionSpec) -> jax.Array:
     """``value`` (the same on every process) as an array laid out as ``spec`` on ``mesh``."""
     value = np.asarray(value)
     sharding = NamedSharding(mesh, spec)
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def _default_mesh(size: int) -> Mesh:
+    devices = jax.devices()
+    if size < len(devices) and jax.process_count() == 1:
+        devices = devices[:size]  # fewer members than devices: no padded copies
+    return population_mesh(devices)
+
+
+def _program_args(
+    key: jax.Array,
+    genotypes: Any,
+    data: Dataset,
+    space: SearchSpace,
+    config: TrainConfig,
+    split: bool,
+    mesh: Mesh | None,
+) -> tuple[tuple, int]:
+    """The arguments of ``_train_population``, padded and laid out on the mesh; and P."""
+    genotypes = np.asarray(genotypes, np.int32)
+    size = genotypes.shape[0]
+    mesh = _default_mesh(size) if mesh is None else mesh
+    keys = jax.random.split(key, size) if split else key
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    key_data = np.asarray(jax.random.key_data(keys) if typed else keys)
+    padded = -(-size // mesh.size) * mesh.size
+    if padded != size:
+        fill = padded - size
+        genotypes = np.concatenate([genotypes, np.repeat(genotypes[:1], fill, 0)])
+        key_data = np.concatenate([key_data, np.repeat(key_data[:1], fill, 0)])
+    sharded, replicated = PartitionSpec(POPULATION_AXIS), PartitionSpec()
+    args = (
+        _global_array(key_data, mesh, sharded),
+        _global_array(genotypes, mesh, sharded),
+        tuple(_global_array(a, mesh, replicated) for a in data[:6]),
+        space,
+        config,
+        data.name,
+        data.num_classes,
+        mesh,
+    )
+    return args, size
 
 
 def train_population(
@@ -214,7 +264,7 @@ def train_population(
     *,
     split: bool = True,
     mesh: Mesh | None = None,
-) -> dict[str, jnp.ndarray]:
+) -> dict[str, np.ndarray]:
     """Trains P different architectures in one compiled call, sharded over devices.
 
     The population axis is split over the devices of ``mesh`` (default: all devices of
@@ -238,33 +288,68 @@ def train_population(
     Returns:
       Dict of ``valid_accuracy[P]``, ``test_accuracy[P]``, ``loss_curve[P, steps]``.
     """
-    genotypes = np.asarray(genotypes, np.int32)
-    size = genotypes.shape[0]
-    if mesh is None:
-        devices = jax.devices()
-        if size < len(devices) and jax.process_count() == 1:
-            devices = devices[:size]  # fewer members than devices: no padded copies
-        mesh = population_mesh(devices)
-    keys = jax.random.split(key, size) if split else key
-    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
-    key_data = np.asarray(jax.random.key_data(keys) if typed else keys)
-    padded = -(-size // mesh.size) * mesh.size
-    if padded != size:
-        fill = padded - size
-        genotypes = np.concatenate([genotypes, np.repeat(genotypes[:1], fill, 0)])
-        key_data = np.concatenate([key_data, np.repeat(key_data[:1], fill, 0)])
-    sharded, replicated = PartitionSpec(POPULATION_AXIS), PartitionSpec()
-    out = _train_population(
-        _global_array(key_data, mesh, sharded),
-        _global_array(genotypes, mesh, sharded),
-        tuple(_global_array(a, mesh, replicated) for a in data[:6]),
-        space,
-        config,
-        data.name,
-        data.num_classes,
-        mesh,
-    )
+    args, size = _program_args(key, genotypes, data, space, config, split, mesh)
+    out = _population_program(args[-1].devices.flat[0].platform)(*args)
     return {k: np.asarray(v)[:size] for k, v in out.items()}
+
+
+class PopulationProgram(NamedTuple):
+    """A population trainer compiled ahead of time, with its compile time and memory.
+
+    ``run(key, genotypes)`` trains a population of the size it was compiled for, as
+    :func:`train_population` does, without compiling again.
+    """
+
+    compiled: Any
+    size: int
+    data: Dataset
+    space: SearchSpace
+    config: TrainConfig
+    mesh: Mesh | None
+    compile_s: float
+    memory_mb: dict[str, float]
+
+    def run(self, key: jax.Array, genotypes: Any, *, split: bool = True) -> dict[str, np.ndarray]:
+        """Trains ``genotypes`` (``int32[size, D]``) from ``key`` (or ``size`` keys)."""
+        args, size = _program_args(
+            key, genotypes, self.data, self.space, self.config, split, self.mesh
+        )
+        if size != self.size:
+            raise ValueError(f"this program trains {self.size} members, got {size}")
+        out = self.compiled(*args[:3])
+        return {k: np.asarray(v)[:size] for k, v in out.items()}
+
+
+def compile_population(
+    genotypes: Any,
+    data: Dataset,
+    space: SearchSpace,
+    config: TrainConfig,
+    *,
+    mesh: Mesh | None = None,
+) -> PopulationProgram:
+    """Traces and compiles the population trainer for ``genotypes``' population size.
+
+    ``memory_mb`` is XLA's memory analysis of the compiled program on one device:
+    ``temp`` (activations, optimiser state and other scratch), ``argument``, ``output``,
+    their sum ``peak``, and ``per_member`` = peak divided by the members on that device.
+    """
+    start = time.perf_counter()
+    args, size = _program_args(jax.random.key(0), genotypes, data, space, config, True, mesh)
+    program = _population_program(args[-1].devices.flat[0].platform)
+    compiled = program.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    stats = compiled.memory_analysis()
+    mb = 1024.0**2
+    memory = {
+        "temp": stats.temp_size_in_bytes / mb,
+        "argument": stats.argument_size_in_bytes / mb,
+        "output": stats.output_size_in_bytes / mb,
+    }
+    memory["peak"] = memory["temp"] + memory["argument"] + memory["output"]
+    members_per_device = args[0].shape[0] // args[-1].size
+    memory["per_member"] = memory["peak"] / members_per_device
+    return PopulationProgram(compiled, size, data, space, config, mesh, compile_s, memory)
 
 
 class Evaluator(NamedTuple):
