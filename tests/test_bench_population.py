@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import load_experiment
 
 

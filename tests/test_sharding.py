@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import distributed_worker as worker
 import numpy as np
 import pytest
-
-import distributed_worker as worker
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
