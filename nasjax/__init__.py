@@ -5,10 +5,14 @@ one compiled call trains or scores. Fitness is always MAXIMISED (accuracy-like).
 """
 
 from nasjax.data import DATASETS, Dataset, batch_indices, load_dataset
+from nasjax.devices import use_cpu_cores
 from nasjax.errors import NasjaxError
 from nasjax.evaluation.training import (
     Evaluator,
+    PopulationProgram,
     TrainConfig,
+    compile_population,
+    population_mesh,
     train_member,
     train_population,
     training_evaluator,
@@ -38,12 +42,14 @@ __all__ = [
     "Evaluator",
     "NB201Space",
     "NasjaxError",
+    "PopulationProgram",
     "SearchResult",
     "SearchSpace",
     "Strategy",
     "Task",
     "TrainConfig",
     "batch_indices",
+    "compile_population",
     "count_macs",
     "count_params",
     "get_task",
@@ -51,10 +57,12 @@ __all__ = [
     "make_space",
     "make_strategy",
     "network_cost",
+    "population_mesh",
     "random_search",
     "regularized_evolution",
     "run_search",
     "train_member",
     "train_population",
     "training_evaluator",
+    "use_cpu_cores",
 ]

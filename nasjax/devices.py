@@ -4,8 +4,8 @@ XLA runs a CPU as a single device whose ops are split over the cores. NAS popula
 many small, independent programs, which run better side by side: one member per core
 instead of every small op split across cores (measured on a 2-core machine: 1.5x more
 architectures per second with two host devices). :func:`use_cpu_cores` asks XLA for one
-host device per core; it must run before JAX starts its backends, so the command-line
-entry points call it first thing. Accelerators are unaffected.
+host device per core (and quicker compiles); it must run before JAX starts its backends,
+so the command-line entry points call it first thing. Accelerators are unaffected.
 """
 
 from __future__ import annotations
@@ -13,17 +13,27 @@ from __future__ import annotations
 import os
 
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+_OPT_LEVEL_FLAG = "--xla_backend_optimization_level"
+_OPT_LEVEL = 1
+"""LLVM -O1 instead of -O2 for XLA:CPU: measured here on the population trainer, compile
+33 s -> 26 s with the same run time (its time is in library GEMMs, not generated code)."""
 
 
 def use_cpu_cores(count: int | None = None) -> int | None:
     """Splits the host into ``count`` devices (default: one per core) unless already set.
 
+    Also asks XLA:CPU for LLVM -O1 (faster compiles, see ``_OPT_LEVEL``) unless
+    ``XLA_FLAGS`` sets an optimisation level.
+
     Returns the count requested, or ``None`` where ``XLA_FLAGS`` already sets one (the
     user's choice wins). Has no effect once JAX has initialised its backends.
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    if _DEVICE_COUNT_FLAG in flags:
-        return None
-    count = count if count is not None else max(1, len(os.sched_getaffinity(0)))
-    os.environ["XLA_FLAGS"] = f"{flags} {_DEVICE_COUNT_FLAG}={count}".strip()
-    return count
+    if _OPT_LEVEL_FLAG not in flags:
+        flags = f"{flags} {_OPT_LEVEL_FLAG}={_OPT_LEVEL}".strip()
+    requested = None
+    if _DEVICE_COUNT_FLAG not in flags:
+        requested = count if count is not None else max(1, len(os.sched_getaffinity(0)))
+        flags = f"{flags} {_DEVICE_COUNT_FLAG}={requested}"
+    os.environ["XLA_FLAGS"] = flags
+    return requested

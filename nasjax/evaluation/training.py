@@ -1,12 +1,21 @@
 """Training evaluator: train a population of different architectures in one compiled call.
 
-Each member is an NB201-style supernet called with its own ``int32`` genotype, so every
-edge runs only its chosen op (``lax.switch``). Members run under ``jax.lax.map`` with
-``batch_size=member_batch``: ``1`` loops over members inside the compiled program (the
-fastest on CPUs, where only the chosen branch executes), larger values ``vmap`` members in
-chunks (wide accelerators, where the switch becomes a select over all ops). The step loop
-is a ``lax.scan``; optimiser: SGD with Nesterov momentum and a cosine schedule, or AdamW,
-from optax. Fitness is the validation accuracy (a fraction, maximised).
+Each member is the space's functional network (``space.functional``: every op has
+parameters, the genotype is a traced ``int32`` array), so every edge runs only its chosen
+op (``lax.switch``). The population axis is sharded over the devices of a 1D mesh
+(``shard_map``; several processes after ``jax.distributed.initialize``). On each device,
+members run under ``jax.lax.map`` with ``batch_size=member_batch``: ``1`` loops over
+members inside the compiled program (the fastest on CPUs, where only the chosen branch
+executes), larger values ``vmap`` members in chunks (wide accelerators, where the switch
+becomes a select over all ops). The step loop is a ``lax.scan``; optimiser: SGD with
+Nesterov momentum and a cosine schedule, or AdamW, from optax. Fitness is the validation
+accuracy (a fraction, maximised).
+
+Why this formulation (measured on a 2-core CPU, ``experiments/bench_population_training.py``
+and the notes in the README): an NB201 member's chosen-op work is small GEMMs, so stacking
+members into batched GEMMs (``vmap``) or computing every op (a masked supernet) multiplies
+the work without making any GEMM larger; looping members with one host device per core
+(``nasjax.devices.use_cpu_cores``) wins there.
 """
 
 from __future__ import annotations
@@ -92,7 +101,7 @@ def _accuracies(
 
     def correct(batch: tuple[jnp.ndarray, jnp.ndarray]) -> jnp.ndarray:
         xb, yb = batch
-        logits = apply_fn(variables, xb, arch, train=False)
+        logits, _ = apply_fn(variables[0], variables[1], xb, arch, False)
         return jnp.sum(jnp.argmax(logits, -1) == yb)
 
     counts = jax.lax.map(correct, (x_all, y_all))
@@ -108,31 +117,25 @@ def train_member(
       key: PRNG key for initialisation and minibatch order.
       genotype: ``int32[D]``.
       data: the dataset (arrays may be traced).
-      space: a space with ``supernet(dataset, channels=..., cells_per_stage=...)``.
+      space: a space with ``functional(dataset, channels=..., cells_per_stage=...)``
+        (the network as ``init(key)`` / ``apply(params, state, x, genotype, train)``).
       config: the training recipe.
 
     Returns:
       ``valid_accuracy`` and ``test_accuracy`` (fractions), ``loss_curve`` (per step).
     """
-    net = space.supernet(
+    net = space.functional(
         data.name, channels=config.channels, cells_per_stage=config.cells_per_stage
     )
     key_init, key_data = jax.random.split(key)
-    variables = net.init(key_init, data.x_train[:1], genotype)
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    params, batch_stats = net.init(key_init)
     tx = make_optimizer(config)
     indices = batch_indices(key_data, data.x_train.shape[0], config.batch_size, config.steps)
 
     def loss_fn(params: Any, batch_stats: Any, xb: jnp.ndarray, yb: jnp.ndarray) -> Any:
-        logits, updates = net.apply(
-            {"params": params, "batch_stats": batch_stats},
-            xb,
-            genotype,
-            train=True,
-            mutable=["batch_stats"],
-        )
+        logits, batch_stats = net.apply(params, batch_stats, xb, genotype, True)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-        return loss, updates["batch_stats"]
+        return loss, batch_stats
 
     def step(carry: Any, batch: jnp.ndarray) -> Any:
         params, batch_stats, opt_state = carry
@@ -146,7 +149,7 @@ def train_member(
     (params, batch_stats, _), losses = jax.lax.scan(
         step, (params, batch_stats, tx.init(params)), indices
     )
-    final = {"params": params, "batch_stats": batch_stats}
+    final = (params, batch_stats)
     sets = [(data.x_valid, data.y_valid), (data.x_test, data.y_test)]
     valid, test = _accuracies(net.apply, final, genotype, sets, config.eval_batch_size)
     return {"valid_accuracy": valid, "test_accuracy": test, "loss_curve": losses}

@@ -15,6 +15,7 @@ import numpy as np
 
 from nasjax.errors import NasjaxError
 from nasjax.spaces.base import SearchSpace
+from nasjax.spaces.nb201_functional import NB201Functional
 from nasjax.spaces.nb201_net import EDGES, OPS, NB201Network
 from nasjax.tasks import get_task
 
@@ -113,6 +114,23 @@ class NB201Space(SearchSpace):
         return NB201Network(
             num_classes=task.num_classes,
             genotype=None,
+            channels=channels,
+            cells_per_stage=cells_per_stage,
+            ndim=task.ndim,
+        )
+
+    def functional(
+        self, dataset: str = "cifar10", *, channels: int = 16, cells_per_stage: int = 5
+    ) -> NB201Functional:
+        """The network as pure ``init`` / ``apply`` functions of an ``int32[6]`` genotype.
+
+        What population training runs: the same network as :meth:`decode` (tested), with
+        every op's parameters present and only the chosen op computed on each edge.
+        """
+        task = get_task(dataset)
+        return NB201Functional(
+            num_classes=task.num_classes,
+            in_features=task.input_shape[-1],
             channels=channels,
             cells_per_stage=cells_per_stage,
             ndim=task.ndim,
