@@ -165,6 +165,7 @@ def population_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (POPULATION_AXIS,))
 
 
+@functools.partial(jax.jit, static_argnames=("space", "config", "name", "num_classes", "mesh"))
 def _train_population(
     key_data: jnp.ndarray,
     genotypes: jnp.ndarray,
@@ -195,18 +196,11 @@ def _train_population(
         mesh=mesh,
         in_specs=(sharded, sharded, replicated),
         out_specs=replicated,
-        check_vma=False,  # flax's lifted switch mixes per-device and replicated values
+        # A switch branch that keeps its BN statistics returns the constant initial ones
+        # (the same on every device) where the chosen op's branch returns per-device ones:
+        # equal types to XLA, different to shard_map's varying-axes check.
+        check_vma=False,
     )(key_data, genotypes, arrays)
-
-
-_STATIC_ARGS = ("space", "config", "name", "num_classes", "mesh")
-
-
-@functools.cache
-def _population_program(platform: str) -> Any:
-    """``_train_population`` jitted (one cache per platform; a hook for compiler options)."""
-    del platform
-    return jax.jit(_train_population, static_argnames=_STATIC_ARGS)
 
 
 def _global_array(value: Any, mesh: Mesh, spec: PartitionSpec) -> jax.Array:
@@ -292,7 +286,7 @@ def train_population(
       Dict of ``valid_accuracy[P]``, ``test_accuracy[P]``, ``loss_curve[P, steps]``.
     """
     args, size = _program_args(key, genotypes, data, space, config, split, mesh)
-    out = _population_program(args[-1].devices.flat[0].platform)(*args)
+    out = _train_population(*args)
     return {k: np.asarray(v)[:size] for k, v in out.items()}
 
 
@@ -339,8 +333,7 @@ def compile_population(
     """
     start = time.perf_counter()
     args, size = _program_args(jax.random.key(0), genotypes, data, space, config, True, mesh)
-    program = _population_program(args[-1].devices.flat[0].platform)
-    compiled = program.lower(*args).compile()
+    compiled = _train_population.lower(*args).compile()
     compile_s = time.perf_counter() - start
     stats = compiled.memory_analysis()
     mb = 1024.0**2
