@@ -54,6 +54,7 @@ from nasjax.evaluation.training import (  # noqa: E402
 )
 from nasjax.search import write_json_atomic  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
+from nasjax.spaces.nb201_functional import TRUNCATED_NORMAL_STD  # noqa: E402
 from nasjax.spaces.nb201_net import EDGES, OPS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -133,8 +134,6 @@ def torch_network(genotype: np.ndarray, channels: int, cells_per_stage: int, cla
 SMOKE_STEPS = 4
 """``--smoke`` (for tests): at most this many steps, and C=4."""
 
-_TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
-
 
 def torch_train(genotype, data, indices: np.ndarray, config: TrainConfig, seed: int) -> dict:
     """Trains one architecture with the recipe of ``config``; returns accuracies."""
@@ -147,7 +146,7 @@ def torch_train(genotype, data, indices: np.ndarray, config: TrainConfig, seed: 
     for module in net.modules():  # nasjax's (flax's) init: lecun normal kernels, zero bias
         if isinstance(module, (torch.nn.Conv1d, torch.nn.Linear)):
             fan_in = module.weight[0].numel()
-            std = 1.0 / math.sqrt(fan_in) / _TRUNCATED_NORMAL_STD
+            std = 1.0 / math.sqrt(fan_in) / TRUNCATED_NORMAL_STD
             torch.nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)

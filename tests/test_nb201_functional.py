@@ -66,3 +66,27 @@ def test_unchosen_ops_keep_statistics_and_get_no_gradient():
     assert not np.allclose(
         edge(new_state, 0, "nor_conv_3x3")["mean"], edge(state, 0, "nor_conv_3x3")["mean"]
     )
+
+
+def test_init_draws_independent_lecun_normal_kernels():
+    """One truncated-normal draw, cut per kernel: flax's lecun_normal, independent kernels."""
+    net = SPACE.functional("mnist1d", channels=16, cells_per_stage=1)
+    params, state = net.init(jax.random.key(0))
+    assert params["stem"].shape == (3, 1, 16)
+    assert params["classifier"]["kernel"].shape == (64, 10)
+    assert jax.tree.structure(params) == jax.tree.structure(net.init(jax.random.key(1))[0])
+    kernels = [
+        params["cell_2_0"][f"edge_{e}"][op]["kernel"]
+        for e in range(6)
+        for op in ("nor_conv_1x1", "nor_conv_3x3")
+    ]
+    for kernel in kernels:
+        fan_in = np.prod(kernel.shape[:-1])
+        bound = 2.0 / np.sqrt(fan_in) / 0.87962566103423978
+        assert np.abs(kernel).max() <= bound + 1e-6
+        np.testing.assert_allclose(np.std(kernel), 1.0 / np.sqrt(fan_in), rtol=0.1)
+    flat = [np.asarray(k).ravel()[:64] for k in kernels]
+    assert len({tuple(np.round(f / np.abs(f).max(), 5)) for f in flat}) == len(flat)
+    assert state["cell_2_0"]["edge_0"]["nor_conv_3x3"]["var"].shape == (64,)
+    different_key = net.init(jax.random.key(1))[0]
+    assert not np.allclose(different_key["stem"], params["stem"])
