@@ -2,7 +2,10 @@
 
 Fitness is MAXIMISED (accuracy-like) everywhere; NaN fitness is treated as the worst
 value (``-inf``). ``STRATEGIES`` maps config names to factories; ``make_strategy`` builds
-one by name.
+one by name. ``"nsga2"`` is multi-objective: its ``tell`` takes ``fitness float[B, M]`` (every
+objective maximised) and raises ``NasjaxError`` for scalar fitness unless
+``num_objectives=1``. For cost-constrained single-objective search, tell any strategy
+:func:`constrained_fitness` (see ``nasjax.strategies.constraints``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from typing import Any
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.spaces.base import SearchSpace
 from nasjax.strategies.base import BestSoFar, Strategy, sanitize_fitness
+from nasjax.strategies.constraints import (
+    check_bound_satisfiable,
+    constrained_fitness,
+    is_feasible,
+)
 from nasjax.strategies.evolution import EvolutionState, regularized_evolution
+from nasjax.strategies.nsga2 import NSGA2State, nsga2
 from nasjax.strategies.random_search import RandomSearchState, random_search
 from nasjax.strategies.reinforce import ReinforceState, reinforce
 
@@ -22,6 +31,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "random": random_search,
     "rea": regularized_evolution,
     "reinforce": reinforce,
+    "nsga2": nsga2,
 }
 
 
@@ -53,10 +63,15 @@ __all__ = [
     "STRATEGIES",
     "BestSoFar",
     "EvolutionState",
+    "NSGA2State",
     "RandomSearchState",
     "ReinforceState",
     "Strategy",
+    "check_bound_satisfiable",
+    "constrained_fitness",
+    "is_feasible",
     "make_strategy",
+    "nsga2",
     "random_search",
     "regularized_evolution",
     "reinforce",

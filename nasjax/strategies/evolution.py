@@ -13,6 +13,13 @@ Here the queue is a fixed-shape ring buffer, so ``ask`` and ``tell`` jit and run
 ``lax.scan``. With ``batch_size=1`` this is exactly the sequential algorithm; with a
 larger batch all children of one ``ask`` are bred from the same population, as parallel
 workers would be.
+
+Constrained mode (e.g. the most accurate cell under a latency or parameter bound): tell
+``constrained_fitness(accuracy, costs, bounds)`` from ``nasjax.strategies.constraints``
+instead of the accuracy. Feasible members keep their accuracy, infeasible ones score below
+all of them ordered by total relative violation, so tournaments pull the population into
+the feasible region, and ``state.best`` is feasible as soon as any feasible member was told
+(check with ``is_feasible``). Nothing else in the algorithm changes.
 """
 
 from __future__ import annotations
