@@ -3,7 +3,9 @@
 ``search`` runs a strategy over a space with a short training run as the fitness (the
 validation accuracy, maximised), retrains the best architecture longer, and writes
 ``summary.json``, ``results.jsonl`` and checkpoints to ``--out``. ``info`` prints the
-parameter count and MACs of one decoded architecture as a JSON line.
+parameter count, MACs and FLOPs (NAS-Bench-201's conventions, ``nasjax.objectives``) of one
+decoded architecture as a JSON line; with ``--latency`` also its measured inference latency
+and peak memory on the default device.
 
 Bad input (an unknown name, a malformed arch string, a missing data path) exits with
 status 2 and one line naming the bad value and the valid choices.
@@ -24,7 +26,13 @@ import jax
 from nasjax.data import DATASETS, load_dataset
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.training import TrainConfig, train_population, training_evaluator
-from nasjax.objectives import network_cost
+from nasjax.objectives import (
+    benchmark_variables,
+    device_name,
+    measure_latency_ms,
+    network_cost,
+    peak_memory_mb,
+)
 from nasjax.plots import plot_search_curve
 from nasjax.search import CHECKPOINT_DIR, RESULTS_FILE, run_search, write_json_atomic
 from nasjax.spaces import SPACES, make_space
@@ -33,6 +41,8 @@ from nasjax.tasks import TASKS, get_task
 
 # Greydanus 2020, "Scaling down deep learning", test accuracy on MNIST-1D (%).
 MNIST1D_PUBLISHED = {"logistic": 32, "mlp": 68, "cnn": 94, "gru": 91, "human": 96}
+
+MULTI_OBJECTIVE = ("nsga2",)  # strategies told [B, M] objectives, not one fitness
 
 SMOKE = {"budget": 4, "batch": 2, "steps": 6, "final_steps": 6, "channels": 4}
 
@@ -63,12 +73,19 @@ def _search_parser(sub: Any) -> None:
 
 
 def _info_parser(sub: Any) -> None:
-    p = sub.add_parser("info", help="params and MACs of one decoded architecture")
+    p = sub.add_parser("info", help="params, MACs, FLOPs (and latency) of one architecture")
     p.add_argument("--space", default="nb201", help=f"one of {', '.join(SPACES)}")
     p.add_argument("--arch", required=True, help="architecture string of the space")
     p.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(TASKS)}")
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--cells-per-stage", type=int, default=5)
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="also measure latency (ms, median) and peak memory (MiB) on the default device",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="examples per call for --latency")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls for --latency")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,15 +98,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def info(args: argparse.Namespace) -> dict[str, Any]:
-    """Params and MACs of the decoded architecture ``args.arch``."""
+    """Params, MACs and FLOPs of the decoded architecture ``args.arch``; with
+    ``args.latency`` also ``latency_ms``, ``peak_mem_mb``, ``device`` and ``batch_size``."""
+    for name in ("channels", "cells_per_stage", "batch_size", "repeats"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise NasjaxError(f"{flag} must be >= 1, got {getattr(args, name)}")
     space = make_space(args.space)
     task = get_task(args.dataset)
     genotype = space.from_string(args.arch)
     net = space.decode(
         genotype, args.dataset, channels=args.channels, cells_per_stage=args.cells_per_stage
     )
-    cost = network_cost(net, task.input_shape)
-    return {"space": args.space, "arch": space.to_string(genotype), "dataset": args.dataset, **cost}
+    record = {
+        "space": args.space,
+        "arch": space.to_string(genotype),
+        "dataset": args.dataset,
+        "channels": args.channels,
+        "cells_per_stage": args.cells_per_stage,
+        **network_cost(net, task.input_shape),
+    }
+    if args.latency:
+        shape = task.input_shape
+        variables = benchmark_variables(net, shape)
+        record["latency_ms"] = measure_latency_ms(
+            net, variables, shape, args.batch_size, repeats=args.repeats
+        )
+        record["peak_mem_mb"] = peak_memory_mb(net, variables, shape, args.batch_size)
+        record["device"] = device_name()
+        record["batch_size"] = args.batch_size
+    return record
 
 
 def _train_config(args: argparse.Namespace, steps: int) -> TrainConfig:
@@ -108,6 +146,13 @@ def _train_config(args: argparse.Namespace, steps: int) -> TrainConfig:
 def _validate_search_args(args: argparse.Namespace) -> None:
     check_choice("space", args.space, SPACES)
     check_choice("strategy", args.strategy, STRATEGIES)
+    if args.strategy in MULTI_OBJECTIVE:
+        single = ", ".join(s for s in STRATEGIES if s not in MULTI_OBJECTIVE)
+        raise NasjaxError(
+            f"strategy {args.strategy!r} is multi-objective and `search` has one objective "
+            "(validation accuracy); run experiments/mnist1d_pareto.py for accuracy vs "
+            f"latency, or choose one of {single}"
+        )
     check_choice("dataset", args.dataset, DATASETS)
     for name in ("budget", "batch", "steps", "final_steps", "channels", "cells_per_stage"):
         if getattr(args, name) < 1:

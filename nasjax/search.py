@@ -69,7 +69,9 @@ def _records(
     wall_s: float,
 ) -> list[dict]:
     per_member = {
-        k: np.asarray(v) for k, v in metrics.items() if np.ndim(v) == 1 and len(v) == len(fitness)
+        k: np.asarray(v)
+        for k, v in metrics.items()
+        if np.ndim(v) == 1 and len(v) == len(population)
     }
     out = []
     for i, genotype in enumerate(population):
@@ -78,7 +80,7 @@ def _records(
             "member": i,
             "arch": space.to_string(genotype),
             "genotype": [int(v) for v in genotype],
-            "fitness": float(fitness[i]),
+            "fitness": np.asarray(fitness[i], float).tolist(),  # a list when multi-objective
             "wall_s": round(wall_s, 3),
         }
         record.update({k: float(v[i]) for k, v in per_member.items()})
@@ -108,7 +110,8 @@ def run_search(
       key: PRNG key of the whole search.
       space: the search space (for arch strings in the records).
       strategy: an ask/tell strategy.
-      evaluate: ``evaluate(key, population) -> (fitness[B], metrics)``; fitness is
+      evaluate: ``evaluate(key, population) -> (fitness, metrics)``; fitness is
+        ``[B]``, or ``[B, M]`` for a multi-objective strategy (recorded as a list), and
         maximised; metrics entries of shape ``[B]`` are copied into the records.
       num_generations: number of rounds (``B * num_generations`` evaluations).
       out_dir: where ``results.jsonl`` and ``checkpoints/`` go; ``None`` keeps nothing.

@@ -32,6 +32,40 @@ def test_info_prints_benchmark_param_count(capsys):
     assert record["macs"] == 153_272_960
 
 
+def test_info_prints_benchmark_flops(capsys):
+    """FLOPs under NAS-Bench-201's convention: MACs plus the classifier's bias additions."""
+    code, out, _ = run(capsys, "info", "--arch", BEST, "--dataset", "imagenet16")
+    assert code == 0
+    record = json.loads(out)
+    assert record["flops"] == record["macs"] + 120
+    assert (record["channels"], record["cells_per_stage"]) == (16, 5)
+    assert "latency_ms" not in record and "device" not in record
+
+
+def test_info_latency_fields(capsys):
+    from nasjax.objectives import device_name
+
+    argv = ["info", "--arch", BEST, "--dataset", "mnist1d", "--channels", "4"]
+    code, out, _ = run(capsys, *argv, "--cells-per-stage", "1", "--latency", "--batch-size", "3")
+    assert code == 0
+    record = json.loads(out)
+    assert record["flops"] == record["macs"] + 10 and record["params"] > 0
+    assert isinstance(record["latency_ms"], float) and record["latency_ms"] > 0
+    assert isinstance(record["peak_mem_mb"], float) and record["peak_mem_mb"] > 0
+    assert record["device"] == device_name()
+    assert record["batch_size"] == 3
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--batch-size", "0"), ("--batch-size", "-2"), ("--channels", "0"), ("--repeats", "0")],
+)
+def test_info_bad_sizes_are_one_clear_line(capsys, flag, value):
+    code, out, err = run(capsys, "info", "--arch", BEST, "--latency", flag, value)
+    assert code == 2 and out == ""
+    assert err.strip() == f"nasjax: error: {flag} must be >= 1, got {value}"
+
+
 @pytest.mark.parametrize(
     "argv, bad, valid",
     [
@@ -47,6 +81,7 @@ def test_info_prints_benchmark_param_count(capsys):
         (["search", "--dataset", "imagenet", "--out", "unused"], "'imagenet'", "mnist1d"),
         (["search", "--space", "darts9", "--out", "unused"], "'darts9'", "nb201"),
         (["search", "--optimizer", "lion", "--out", "unused"], "'lion'", "sgd"),
+        (["search", "--strategy", "nsga2", "--out", "unused"], "multi-objective", "rea"),
     ],
 )
 def test_bad_input_is_one_clear_line(capsys, tmp_path, argv, bad, valid):
@@ -85,7 +120,7 @@ def test_module_entry_point_exit_status(tmp_path):
     assert proc.returncode == 2
     assert (
         proc.stderr.strip()
-        == "nasjax: error: unknown strategy 'nope'; valid choices: random, rea, reinforce"
+        == "nasjax: error: unknown strategy 'nope'; valid choices: random, rea, reinforce, nsga2"
     )
 
 

@@ -23,9 +23,10 @@ import csv
 import gzip
 import math
 import os
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -90,19 +91,11 @@ def resolve_path(path: str | os.PathLike | None = None) -> Path:
     return Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else DEFAULT_PATH
 
 
-def load_nb201(path: str | os.PathLike | None = None) -> NB201Table:
-    """Reads the compact NAS-Bench-201 CSV into an :class:`NB201Table`.
+def _read_columns(file: Path, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(official_index int[N], values float64[N, len(columns)])`` in dense-code order.
 
-    Args:
-      path: the ``nb201.csv.gz`` file; if ``None``, the ``NASJAX_NB201`` environment
-        variable, else ``<repo>/../shared/data/nb201/nb201.csv.gz``.
-
-    Raises:
-      NasjaxError: if the file is missing (naming the ``--nb201`` flag, the
-        ``NASJAX_NB201`` variable and the default path), lacks columns, has a row count
-        other than 15,625, or its arch strings do not cover the space.
+    Checks the file exists, has the columns, 15,625 rows and covers the space.
     """
-    file = resolve_path(path)
     if not file.is_file():
         raise NasjaxError(
             f"NAS-Bench-201 table not found at {str(file)!r}; pass its path with --nb201 "
@@ -110,12 +103,14 @@ def load_nb201(path: str | os.PathLike | None = None) -> NB201Table:
         )
     with gzip.open(file, "rt", newline="") as f:
         reader = csv.DictReader(f)
-        columns = ["index", "arch_str", TIME_COLUMN]
-        columns += [REWARD_COLUMNS[d] for d in DATASETS] + [TEST_COLUMNS[d] for d in DATASETS]
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        header = list(reader.fieldnames or [])
+        missing = [c for c in ["index", "arch_str", *columns] if c not in header]
         if missing:
-            raise NasjaxError(f"NAS-Bench-201 table {str(file)!r} lacks columns: {missing}")
-        rows = [[r[c] for c in columns] for r in reader]
+            raise NasjaxError(
+                f"NAS-Bench-201 table {str(file)!r} lacks columns: {missing}; "
+                f"valid columns: {', '.join(header[2:])}"
+            )
+        rows = [[r["index"], r["arch_str"]] + [r[c] for c in columns] for r in reader]
     space = NB201Space()
     if len(rows) != space.size:
         raise NasjaxError(
@@ -137,13 +132,55 @@ def load_nb201(path: str | os.PathLike | None = None) -> NB201Table:
     except ValueError as e:
         raise NasjaxError(f"NAS-Bench-201 table {str(file)!r}: non-numeric value ({e})") from None
     order = np.argsort(codes)  # row of each dense code
-    values = values[order]
+    official = np.array([int(r[0]) for r in rows])[order]
+    return official, values.reshape(len(rows), len(columns))[order]
+
+
+def load_nb201(path: str | os.PathLike | None = None) -> NB201Table:
+    """Reads the compact NAS-Bench-201 CSV into an :class:`NB201Table`.
+
+    Args:
+      path: the ``nb201.csv.gz`` file; if ``None``, the ``NASJAX_NB201`` environment
+        variable, else ``<repo>/../shared/data/nb201/nb201.csv.gz``.
+
+    Raises:
+      NasjaxError: if the file is missing (naming the ``--nb201`` flag, the
+        ``NASJAX_NB201`` variable and the default path), lacks columns, has a row count
+        other than 15,625, or its arch strings do not cover the space.
+    """
+    columns = [TIME_COLUMN]
+    columns += [REWARD_COLUMNS[d] for d in DATASETS] + [TEST_COLUMNS[d] for d in DATASETS]
+    official, values = _read_columns(resolve_path(path), columns)
     return NB201Table(
         reward=jnp.asarray(values[:, 1:4].T, jnp.float32),
         test=jnp.asarray(values[:, 4:7].T, jnp.float32),
         cost=jnp.asarray(values[:, 0] * COST_EPOCHS / 200, jnp.float32),
-        official_index=jnp.asarray(np.array([int(r[0]) for r in rows])[order], jnp.int32),
+        official_index=jnp.asarray(official, jnp.int32),
     )
+
+
+def load_nb201_columns(
+    columns: Sequence[str], path: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
+    """Any columns of the table (e.g. ``lat_pixel3``, ``c10_test_200ep``) as ``float64[15625]``.
+
+    Row ``i`` is the genotype with dense code ``i``, as in :class:`NB201Table`.
+
+    Raises:
+      NasjaxError: for a missing file or an unknown column (naming the valid ones).
+    """
+    _, values = _read_columns(resolve_path(path), list(columns))
+    return {name: values[:, i] for i, name in enumerate(columns)}
+
+
+def latency_columns(path: str | os.PathLike | None = None) -> list[str]:
+    """The table's measured-latency columns ``lat_<device>[_<batch>]``."""
+    file = resolve_path(path)
+    if not file.is_file():
+        _read_columns(file, [])  # raises the missing-file error
+    with gzip.open(file, "rt", newline="") as f:
+        header = next(csv.reader(f))
+    return [c for c in header if c.startswith("lat_")]
 
 
 def max_queries_for(budget_s: float, min_cost: float) -> int:
@@ -310,3 +347,34 @@ def _run_seeds(
         return simulate(strategy, reward, test, cost, key, budget_s, max_queries=max_queries)
 
     return jax.vmap(one)(keys)
+
+
+@partial(jax.jit, static_argnames=("strategy", "num_queries"))
+def query_table(
+    strategy: Strategy, told: jax.Array, key: jax.Array, *, num_queries: int
+) -> jax.Array:
+    """Runs ``strategy`` for ``num_queries`` table look-ups; returns the codes it queried.
+
+    A fixed query budget (no simulated clock): ``ceil(num_queries / B)`` ask/tell rounds
+    of the strategy's batch ``B`` in one ``lax.scan``; the first ``num_queries`` queries
+    count. ``told`` is what the strategy is told per query: ``float[N]`` for a scalar
+    (maximised) fitness, or ``float[N, M]`` for a multi-objective strategy such as
+    NSGA-II (every column maximised; pass costs negated). Vmap it over keys (seeds) or
+    over ``told`` (e.g. scalarisation weights).
+
+    Returns:
+      ``int32[num_queries]``: the dense codes (``NB201Space().to_index``) queried, in
+      order; index any column of the table with them.
+    """
+    space = NB201Space()
+    rounds = -(-num_queries // strategy.batch_size)
+    key_init, key_run = jax.random.split(key)
+
+    def step(state: Any, key_step: jax.Array) -> tuple[Any, jax.Array]:
+        population, state = strategy.ask(key_step, state)
+        codes = space.to_index(population)
+        state, _ = strategy.tell(state, population, told[codes])
+        return state, codes
+
+    _, codes = jax.lax.scan(step, strategy.init(key_init), jax.random.split(key_run, rounds))
+    return codes.reshape(-1)[:num_queries].astype(jnp.int32)
