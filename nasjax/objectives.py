@@ -232,6 +232,53 @@ def nb201_cost_table(
     return _nb201_table(metric, dataset, int(channels), int(cells_per_stage))
 
 
+def nb201_edge_costs(
+    metric: str, dataset: str, channels: int = 16, cells_per_stage: int = 5
+) -> np.ndarray:
+    """``float64[6, 5]``: what op ``o`` on edge ``e`` adds to an NB201 network's count.
+
+    The additive decomposition behind :func:`nb201_cost_table` (every edge of every cell
+    costs the same per op), as the per-edge, per-op cost matrix a relaxed cell needs for
+    :func:`expected_cost`. For latency, :meth:`nasjax.latency.LatencyTable.edge_ms` is the
+    same matrix measured on a device.
+    """
+    check_choice("metric", metric, COST_METRICS)
+    get_task(dataset)
+    _check_positive(channels=channels, cells_per_stage=cells_per_stage)
+    per_op = cells_per_stage * _nb201_op_costs(dataset, int(channels))[COST_METRICS.index(metric)]
+    return np.tile(per_op.astype(np.float64), (6, 1))
+
+
+def expected_cost(logits: jax.Array, edge_costs: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """Differentiable cost of a relaxed cell: ``sum_e sum_o softmax(logits_e / T)_o * c[e, o]``.
+
+    The expected cost under the DARTS-style mixture (Liu et al., ICLR 2019) used as a
+    resource term in the architecture loss, as FBNet (Wu et al., CVPR 2019) and ProxylessNAS
+    (Cai et al., ICLR 2019) do with latency: ``loss = task_loss + lambda * expected_cost``.
+    Its gradient moves probability toward cheaper ops on every edge. The gradient-based
+    strategies (DARTS, GDAS) are not in nasjax yet; this is the term they will add.
+
+    Args:
+      logits: ``float[E, K]`` architecture parameters (one row per edge).
+      edge_costs: ``float[E, K]`` cost of each op on each edge (e.g.
+        :func:`nb201_edge_costs`, or a latency table's ``edge_ms()``); normalise it so
+        ``lambda`` has a sensible scale.
+      temperature: softmax temperature ``T > 0``.
+
+    Raises:
+      NasjaxError: for mismatched shapes or a non-positive temperature.
+    """
+    if jnp.shape(logits) != jnp.shape(edge_costs) or jnp.ndim(logits) != 2:
+        raise NasjaxError(
+            f"logits and edge_costs must both be [edges, ops]; got {jnp.shape(logits)} "
+            f"and {jnp.shape(edge_costs)}"
+        )
+    if not temperature > 0:
+        raise NasjaxError(f"temperature must be > 0, got {temperature}")
+    weights = jax.nn.softmax(jnp.asarray(logits) / temperature, axis=-1)
+    return jnp.sum(weights * jnp.asarray(edge_costs, weights.dtype))
+
+
 # ---------------------------------------------------------------- measured on a device
 
 

@@ -410,3 +410,26 @@ def test_peak_memory_mb_covers_arguments_and_outputs():
 def test_device_name_names_the_default_device():
     device = jax.devices()[0]
     assert device_name() == f"{device.platform}:{device.device_kind}"
+
+
+def test_expected_cost_of_a_relaxed_cell():
+    """The differentiable resource term: exact at one-hot logits, gradient toward cheap ops."""
+    from nasjax.objectives import expected_cost, nb201_cost_table, nb201_edge_costs
+
+    costs = nb201_edge_costs("flops", "imagenet16", channels=4, cells_per_stage=1)
+    assert costs.shape == (6, 5) and costs[:, 0].max() == 0 and costs[0, 3] > costs[0, 2] > 0
+    genotype = np.array([3, 2, 0, 1, 4, 3])
+    one_hot = 1e4 * jax.nn.one_hot(genotype, 5)  # a relaxed cell concentrated on genotype
+    table = nb201_cost_table("flops", "imagenet16", channels=4, cells_per_stage=1)
+    base = table[0]  # the all-none cell
+    code = int(NB201Space().to_index(genotype))
+    np.testing.assert_allclose(float(expected_cost(one_hot, costs)) + base, table[code], rtol=1e-6)
+    uniform = jnp.zeros((6, 5))
+    np.testing.assert_allclose(expected_cost(uniform, costs), costs.sum() / 5, rtol=1e-6)
+    grad = jax.grad(expected_cost)(uniform, jnp.asarray(costs))
+    # d/dlogit_o = p_o (c_o - mean c): raise an expensive op's logit, the cost goes up.
+    assert grad[0, 3] > 0 and grad[0, 0] < 0 and grad[0, 1] < 0
+    with pytest.raises(NasjaxError, match="edges, ops"):
+        expected_cost(jnp.zeros((6, 4)), costs)
+    with pytest.raises(NasjaxError, match="temperature"):
+        expected_cost(uniform, costs, temperature=0.0)
