@@ -22,26 +22,41 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from nasjax.data import DATASETS, load_dataset
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.evaluation.training import TrainConfig, train_population, training_evaluator
+from nasjax.evaluation.training import (
+    Evaluator,
+    TrainConfig,
+    train_population,
+    training_evaluator,
+)
+from nasjax.latency import LatencyTable, build_latency_table
 from nasjax.objectives import (
     benchmark_variables,
     device_name,
     measure_latency_ms,
+    nb201_cost_table,
     network_cost,
     peak_memory_mb,
 )
 from nasjax.plots import plot_search_curve
 from nasjax.search import CHECKPOINT_DIR, RESULTS_FILE, run_search, write_json_atomic
 from nasjax.spaces import SPACES, make_space
-from nasjax.strategies import STRATEGIES, make_strategy
+from nasjax.strategies import (
+    STRATEGIES,
+    check_bound_satisfiable,
+    constrained_fitness,
+    is_feasible,
+    make_strategy,
+)
 from nasjax.tasks import TASKS, get_task
 
 # Greydanus 2020, "Scaling down deep learning", test accuracy on MNIST-1D (%).
 MNIST1D_PUBLISHED = {"logistic": 32, "mlp": 68, "cnn": 94, "gru": 91, "human": 96}
 
+LATENCY_TABLE_FILE = "latency_table.json"  # the --max-latency-ms search's device table
 MULTI_OBJECTIVE = ("nsga2",)  # strategies told [B, M] objectives, not one fitness
 
 SMOKE = {"budget": 4, "batch": 2, "steps": 6, "final_steps": 6, "channels": 4}
@@ -65,6 +80,11 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--channels", type=int, default=16, help="C of the first stage")
     p.add_argument("--cells-per-stage", type=int, default=1, help="N cells per stage")
     p.add_argument("--member-batch", type=int, default=1, help="members vmapped together")
+    p.add_argument("--max-params", type=float, default=None, help="constraint: params <= this")
+    p.add_argument("--max-flops", type=float, default=None, help="constraint: FLOPs <= this")
+    p.add_argument(
+        "--max-latency-ms", type=float, default=None, help="constraint: latency on this device"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/search", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
@@ -158,6 +178,10 @@ def _validate_search_args(args: argparse.Namespace) -> None:
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise NasjaxError(f"{flag} must be >= 1, got {getattr(args, name)}")
+    for name in ("max_params", "max_flops", "max_latency_ms"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise NasjaxError(f"--{name.replace('_', '-')} must be > 0, got {value}")
 
 
 _NOT_CONFIG = ("command", "out", "resume", "no_progress")
@@ -184,6 +208,59 @@ def _check_run_config(args: argparse.Namespace, out: Path) -> None:
         write_json_atomic(path, config)
 
 
+def _constrained(
+    evaluator: Evaluator, args: argparse.Namespace, space: Any
+) -> tuple[Evaluator, dict[str, float], Any]:
+    """Wraps the evaluator with the ``--max-*`` bounds (``constrained_fitness``).
+
+    Params and FLOPs come from the exact NB201 cost tables; latency from a per-op latency
+    table measured on this device first (``nasjax.latency``). Returns the evaluator, the
+    active bounds and a ``costs(genotypes) -> float[B, K]`` function (``None`` if none).
+    """
+    bounds = {
+        "params": args.max_params,
+        "flops": args.max_flops,
+        "latency_ms": args.max_latency_ms,
+    }
+    bounds = {k: float(v) for k, v in bounds.items() if v is not None}
+    if not bounds:
+        return evaluator, {}, None
+    net = {"channels": args.channels, "cells_per_stage": args.cells_per_stage}
+    cost_fns = {}
+    for metric in ("params", "flops"):
+        if metric in bounds:
+            table = np.asarray(nb201_cost_table(metric, args.dataset, **net), np.float64)
+            cost_fns[metric] = lambda g, t=table: t[np.asarray(space.to_index(g))]
+    table_file = Path(args.out) / LATENCY_TABLE_FILE
+    if "latency_ms" in bounds:
+        # A resumed search predicts with the table it started with (exact resume).
+        if args.resume and table_file.exists():
+            latency = LatencyTable.from_json(table_file)
+        else:
+            latency = build_latency_table(space, args.dataset, **net)
+        cost_fns["latency_ms"] = lambda g: np.asarray(latency.predict(np.asarray(g)), np.float64)
+    every_cell = np.asarray(space.from_index(np.arange(space.size)))
+    names = list(bounds)
+    cheapest = np.array([cost_fns[k](every_cell).min() for k in names])
+    check_bound_satisfiable(cheapest, np.array([bounds[k] for k in names]), names)
+    if "latency_ms" in bounds and not table_file.exists():
+        table_file.parent.mkdir(parents=True, exist_ok=True)
+        latency.to_json(table_file)
+
+    def costs(genotypes: Any) -> np.ndarray:
+        return np.stack([cost_fns[k](genotypes) for k in names], axis=1)
+
+    def evaluate(key: jax.Array, population: jax.Array) -> tuple[jax.Array, dict]:
+        accuracy, metrics = evaluator.evaluate(key, population)
+        c = costs(population)
+        limits = np.array([bounds[k] for k in names])
+        metrics = {**metrics, **{k: c[:, i] for i, k in enumerate(names)}}
+        metrics["feasible"] = np.asarray(is_feasible(c, limits), np.float32)
+        return constrained_fitness(accuracy, c, limits), metrics
+
+    return Evaluator(evaluate), bounds, costs
+
+
 def search(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the search of ``args`` and returns the summary it writes."""
     if args.smoke:
@@ -199,6 +276,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         options.update(population_size=args.population_size, sample_size=args.sample_size)
     strategy = make_strategy(args.strategy, space, **options)
     evaluator = training_evaluator(space, data, _train_config(args, args.steps))
+    evaluator, bounds, costs = _constrained(evaluator, args, space)
     _check_run_config(args, out)
     generations = -(-args.budget // args.batch)
     key_search, key_final = jax.random.split(jax.random.key(args.seed))
@@ -230,6 +308,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         "num_evaluated": result.num_evaluated,
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
+        **_constraint_summary(bounds, costs, result.best_genotype),
         "seed": args.seed,
         "wall_s": round(time.time() - t0, 2),
         "space": args.space,
@@ -243,6 +322,18 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     plot_search_curve(records, out / "search_curve.png", title)
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def _constraint_summary(bounds: dict[str, float], costs: Any, genotype: np.ndarray) -> dict:
+    if not bounds:
+        return {}
+    found = costs(genotype[None])[0]
+    limits = np.array(list(bounds.values()))
+    return {
+        "constraints": {f"{k} <=": v for k, v in bounds.items()},
+        "constrained_costs": dict(zip(bounds, found.tolist())),
+        "feasible": bool(is_feasible(found, limits)),
+    }
 
 
 def _report(summary: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from nasjax.cli import main
@@ -201,3 +202,26 @@ def test_main_job_script_smoke_on_four_devices(tmp_path, smoke_search):
     assert summary["num_devices"] == 4 and one_device["num_devices"] == 1
     assert summary["arch"] == one_device["arch"]
     assert summary["test_accuracy"] == pytest.approx(one_device["test_accuracy"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_constrained_search_keeps_the_best_within_the_bounds(capsys, tmp_path):
+    """--max-params (exact table) and --max-latency-ms (this device's latency table)."""
+    from nasjax.objectives import nb201_cost_table
+
+    params = nb201_cost_table("params", "mnist1d", channels=4, cells_per_stage=1)
+    bound = float(np.percentile(params, 30))  # binding: most cells are over it
+    argv = ["search", "--smoke", "--seed", "1", "--no-progress", "--out", str(tmp_path)]
+    argv += ["--max-params", str(bound), "--max-latency-ms", "1e6"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["constraints"] == {"params <=": bound, "latency_ms <=": 1e6}
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    for r in records:
+        assert r["params"] == params[NB201Space().to_index(np.array(r["genotype"]))]
+        assert r["feasible"] == float(r["params"] <= bound)
+        assert (r["fitness"] >= 0) == bool(r["feasible"])  # infeasible: penalised below 0
+    if any(r["feasible"] for r in records):
+        assert summary["feasible"] and summary["constrained_costs"]["params"] <= bound
+    assert (tmp_path / "latency_table.json").exists()
