@@ -24,6 +24,7 @@ from nasjax.strategies.constraints import (
 )
 from nasjax.strategies.evolution import EvolutionState, regularized_evolution
 from nasjax.strategies.nsga2 import NSGA2State, nsga2
+from nasjax.strategies.proxy_guided import ProxyGuidedState, proxy_guided_evolution
 from nasjax.strategies.random_search import RandomSearchState, random_search
 from nasjax.strategies.reinforce import ReinforceState, reinforce
 
@@ -64,6 +65,7 @@ __all__ = [
     "BestSoFar",
     "EvolutionState",
     "NSGA2State",
+    "ProxyGuidedState",
     "RandomSearchState",
     "ReinforceState",
     "Strategy",
@@ -72,6 +74,7 @@ __all__ = [
     "is_feasible",
     "make_strategy",
     "nsga2",
+    "proxy_guided_evolution",
     "random_search",
     "regularized_evolution",
     "reinforce",
