@@ -299,11 +299,12 @@ def write_markdown(path: Path, results: dict, args: argparse.Namespace) -> None:
             cells += [f"{rho[d]:.3f}", pub]
         tag = " (data-free)" if proxy in DATA_FREE else ""
         lines.append(f"| {proxy}{tag} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Data-dependent proxies ran on: "
-        + "; ".join(f"{d}: {src}" for d, src in results["data"].items()),
-    ]
+    if any(proxy not in DATA_FREE for proxy in results["spearman"]):
+        lines += [
+            "",
+            "Data-dependent proxies ran on: "
+            + "; ".join(f"{d}: {src}" for d, src in results["data"].items()),
+        ]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
