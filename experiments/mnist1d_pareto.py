@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +50,7 @@ from nasjax.latency import (  # noqa: E402
 )
 from nasjax.objectives import benchmark_variables, measure_latency_ms  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
+from nasjax.plots import save_figure  # noqa: E402
 from nasjax.search import run_search, write_json_atomic  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402
@@ -208,10 +208,7 @@ def plot_fronts(path: Path, fronts: dict[str, tuple[np.ndarray, np.ndarray]]) ->
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,6 @@ seed 0). ``--smoke`` runs 2 seeds with a small budget.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.tabular import latency_columns, load_nb201_columns, query_table
 from nasjax.objectives import nb201_cost_table
 from nasjax.pareto import front_recovery, hypervolume_2d, igd, pareto_mask
+from nasjax.plots import save_figure
 from nasjax.search import write_json_atomic
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import check_bound_satisfiable, constrained_fitness, make_strategy
@@ -233,10 +233,7 @@ def plot_fronts(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -24,7 +24,6 @@ paper's numbers) and ``OUT/best_so_far.png`` (best-so-far test accuracy vs simul
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -35,6 +34,7 @@ import numpy as np
 
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.tabular import DATASETS, DEFAULT_BUDGET_S, load_nb201, run_seeds
+from nasjax.plots import save_figure
 from nasjax.search import write_json_atomic
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
@@ -190,10 +190,7 @@ def plot(curves: dict, path: Path, budget: float) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return path
 
 

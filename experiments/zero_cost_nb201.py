@@ -48,6 +48,7 @@ from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.proxies import DATA_FREE, PROXIES, score_one, score_population
 from nasjax.evaluation.tabular import TEST_COLUMNS, load_nb201, load_nb201_columns, run_seeds
 from nasjax.latency import spearman
+from nasjax.plots import save_figure
 from nasjax.search import write_json_atomic
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy, proxy_guided_evolution
@@ -147,10 +148,7 @@ def scatter(path: Path, proxy: str, scores: dict, accuracies: dict, rho: dict) -
         ax.set_title(f"{dataset}: Spearman {rho[dataset]:.3f}")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def throughput(proxy: str, genotypes: np.ndarray, dataset: str, x, y, key, options: dict) -> dict:
