@@ -45,6 +45,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from nasjax.cli import OneLineErrorParser
 from nasjax.errors import NasjaxError
 from nasjax.evaluation.tabular import DATASETS, DEFAULT_BUDGET_S, load_nb201, run_seeds
 from nasjax.search import write_json_atomic
@@ -52,10 +53,7 @@ from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nb201_table5 import (  # noqa: E402  (sibling script, reused)
-    STRATEGY_SETTINGS,
-    OneLineErrorParser,
-)
+from nb201_table5 import STRATEGY_SETTINGS  # noqa: E402  (sibling script, reused)
 
 TIMED_CALLS = 5
 DATASET = "cifar10"

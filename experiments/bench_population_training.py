@@ -46,6 +46,7 @@ use_cpu_cores()  # before JAX starts: one host device per core
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nasjax.cli import OneLineErrorParser  # noqa: E402
 from nasjax.data import batch_indices, load_dataset  # noqa: E402
 from nasjax.evaluation.training import (  # noqa: E402
     TrainConfig,
@@ -56,9 +57,6 @@ from nasjax.search import write_json_atomic  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.spaces.nb201_functional import TRUNCATED_NORMAL_STD  # noqa: E402
 from nasjax.spaces.nb201_net import EDGES, OPS  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nb201_table5 import OneLineErrorParser  # noqa: E402  (sibling script, reused)
 
 # ---------------------------------------------------------------------------------------
 # The PyTorch peer: a specialised network per architecture, trained eagerly.

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.data import load_dataset  # noqa: E402
 from nasjax.errors import NasjaxError  # noqa: E402
 from nasjax.evaluation.training import TrainConfig, train_population  # noqa: E402
@@ -54,9 +54,6 @@ from nasjax.plots import save_figure  # noqa: E402
 from nasjax.search import run_search, write_json_atomic  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nb201_table5 import OneLineErrorParser  # noqa: E402  (sibling script, reused)
 
 STRATEGIES = ("nsga2", "random")
 SMOKE = {"population": 4, "generations": 2, "steps": 6, "channels": 4, "latency_archs": 4}
@@ -212,12 +209,7 @@ def plot_fronts(path: Path, fronts: dict[str, tuple[np.ndarray, np.ndarray]]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except NasjaxError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(parse_args, run, argv)
 
 
 if __name__ == "__main__":

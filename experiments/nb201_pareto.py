@@ -40,7 +40,6 @@ seed 0). ``--smoke`` runs 2 seeds with a small budget.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -48,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nasjax.cli import OneLineErrorParser, run_script
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.tabular import latency_columns, load_nb201_columns, query_table
 from nasjax.objectives import nb201_cost_table
@@ -56,9 +56,6 @@ from nasjax.plots import save_figure
 from nasjax.search import write_json_atomic
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import check_bound_satisfiable, constrained_fitness, make_strategy
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nb201_table5 import OneLineErrorParser  # noqa: E402  (sibling script, reused)
 
 ACCURACY_COLUMN = "c10_test_200ep"
 COUNTED_OBJECTIVES = ("params", "flops")  # counted by nasjax.objectives for CIFAR-10
@@ -301,12 +298,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except NasjaxError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(parse_args, run, argv)
 
 
 if __name__ == "__main__":

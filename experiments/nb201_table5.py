@@ -32,6 +32,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from nasjax.cli import OneLineErrorParser
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.tabular import DATASETS, DEFAULT_BUDGET_S, load_nb201, run_seeds
 from nasjax.plots import save_figure
@@ -68,14 +69,6 @@ PAPER = {
         "optimal": 47.31,
     },
 }
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse whose errors are one ``error: ...`` line and exit status 2."""
-
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from nasjax.cli import OneLineErrorParser, run_script
 from nasjax.data import load_dataset
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.proxies import DATA_FREE, PROXIES, score_one, score_population
@@ -53,9 +53,6 @@ from nasjax.search import write_json_atomic
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy, proxy_guided_evolution
 from nasjax.tasks import get_task
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nb201_table5 import OneLineErrorParser  # noqa: E402  (sibling script, reused)
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
 # Abdelfattah et al. (ICLR 2021), Spearman over all 15,625 NB201 cells (shared/REFERENCES.md).
@@ -309,12 +306,7 @@ def write_markdown(path: Path, results: dict, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except NasjaxError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +334,28 @@ def _constraint_summary(bounds: dict[str, float], costs: Any, genotype: np.ndarr
         "constrained_costs": dict(zip(bounds, found.tolist())),
         "feasible": bool(is_feasible(found, limits)),
     }
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose errors are one ``error: ...`` line and exit status 2 (the scripts')."""
+
+    def error(self, message: str) -> None:  # one line, exit 2
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def run_script(
+    parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
+    run: Callable[[argparse.Namespace], Any],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """``run(parse_args(argv))`` for an experiment script: 0, or 2 and one error line."""
+    try:
+        run(parse_args(argv))
+    except NasjaxError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _report(summary: dict[str, Any]) -> str:
