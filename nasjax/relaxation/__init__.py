@@ -1,0 +1,1 @@
+"""Gradient-based search over a relaxed space (DARTS family)."""
