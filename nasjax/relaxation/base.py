@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nasjax.errors import NasjaxError
+
 Params = Any
 
 
@@ -62,3 +64,18 @@ class RelaxedNetwork(NamedTuple):
     alpha_shape: tuple[int, ...]
     beta_shape: tuple[int, ...]
     discretize: Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+
+
+def check_arch_logits(net: RelaxedNetwork, alpha: object, beta: object = None) -> None:
+    """Raise ``NasjaxError`` unless ``alpha`` (and ``beta``) have ``net``'s shapes."""
+    got = np.shape(alpha)
+    if got != net.alpha_shape:
+        raise NasjaxError(
+            f"alpha has shape {got}; this space's relaxed network expects {net.alpha_shape} "
+            "(edges x candidate ops)"
+        )
+    if beta is not None and np.shape(beta) != net.beta_shape:
+        raise NasjaxError(
+            f"beta has shape {np.shape(beta)}; this space's relaxed network expects "
+            f"{net.beta_shape} (one logit per edge)"
+        )

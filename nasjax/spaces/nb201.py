@@ -14,9 +14,11 @@ import dataclasses
 import numpy as np
 
 from nasjax.errors import NasjaxError
+from nasjax.relaxation.base import RelaxedNetwork
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.nb201_functional import NB201Functional
 from nasjax.spaces.nb201_net import EDGES, OPS, NB201Network
+from nasjax.spaces.nb201_search_net import nb201_relaxed_network
 from nasjax.tasks import get_task
 
 _EXAMPLE = (
@@ -80,6 +82,10 @@ class NB201Space(SearchSpace):
                 genotype[EDGES.index((src, node))] = OPS.index(op)
         return genotype
 
+    def chosen_ops(self, genotype: object) -> list[str]:
+        """The op names of a genotype's edges, in edge order."""
+        return [OPS[int(v)] for v in self.validate(genotype)]
+
     def decode(
         self,
         genotype: object,
@@ -118,6 +124,12 @@ class NB201Space(SearchSpace):
             cells_per_stage=cells_per_stage,
             ndim=task.ndim,
         )
+
+    def relaxed(self, dataset: str, mode: str, **size: int) -> RelaxedNetwork:
+        """The search network for gradient search under ``mode`` (``darts``, ``gdas``,
+        ``pcdarts``); ``size``: ``channels`` (16), ``cells_per_stage`` (5), ``partial_k``
+        (4). See :func:`nasjax.spaces.nb201_search_net.nb201_relaxed_network`."""
+        return nb201_relaxed_network(dataset, mode, **size)
 
     def functional(
         self, dataset: str = "cifar10", *, channels: int = 16, cells_per_stage: int = 5
