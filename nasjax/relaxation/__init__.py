@@ -1,1 +1,35 @@
-"""Gradient-based search over a relaxed space (DARTS family)."""
+"""Gradient-based search over a relaxed space (DARTS family).
+
+A space provides its relaxed network (``space.relaxed(dataset, mode, **size)``, see
+:mod:`nasjax.relaxation.base`); :mod:`~nasjax.relaxation.methods` holds one jit-compiled
+search step per method (``darts1``, ``darts2``, ``gdas``, ``pcdarts``) and
+:func:`~nasjax.relaxation.search.gradient_search` runs the epochs with logs, checkpoints
+and resume.
+"""
+
+from nasjax.relaxation.base import ArchWeights, RelaxedNetwork, check_arch_logits
+from nasjax.relaxation.gumbel import gumbel_softmax
+from nasjax.relaxation.methods import (
+    METHODS,
+    MethodConfig,
+    SearchState,
+    method_config,
+    search_epoch,
+    search_step,
+)
+from nasjax.relaxation.search import GradientSearchResult, gradient_search
+
+__all__ = [
+    "METHODS",
+    "ArchWeights",
+    "GradientSearchResult",
+    "MethodConfig",
+    "RelaxedNetwork",
+    "SearchState",
+    "check_arch_logits",
+    "gradient_search",
+    "gumbel_softmax",
+    "method_config",
+    "search_epoch",
+    "search_step",
+]

@@ -1,0 +1,78 @@
+"""experiments/darts_search.py end to end (each method at --smoke size on NB201 / MNIST-1D,
+the DARTS space once) and experiments/bench_darts_search.py; bad flags."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import load_experiment
+
+from nasjax.spaces import NB201Space
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_experiment("darts_search")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--method", "enas"],
+            "unknown method 'enas'; valid choices: darts1, darts2, gdas, pcdarts",
+        ),
+        (["--space", "nb101"], "unknown space 'nb101'; valid choices: nb201, darts"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--unrolled", "hvp"], "unknown unrolled hypergradient 'hvp'"),
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(script, tmp_path, capsys, flags, message):
+    assert script.main(["--out", str(tmp_path / "x"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["darts1", "darts2", "gdas", "pcdarts"])
+def test_each_method_searches_and_retrains_at_smoke_size(script, tmp_path, capsys, method):
+    out = tmp_path / method
+    argv = ["--method", method, "--smoke", "--out", str(out), "--no-progress"]
+    assert script.main(argv) == 0
+    result = json.loads((out / "result.json").read_text())
+    space = NB201Space()
+    assert result["arch"] == space.to_string(space.from_string(result["arch"]))
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and result["search_s"] > 0
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert 0 <= result["num_parameter_free"] <= 6
+    assert 0 < result["alpha_entropy"] <= np.log(5) + 1e-6
+    assert (out / "alpha.png").stat().st_size > 10_000
+    assert len((out / "search.jsonl").read_text().splitlines()) == 2
+    assert f"arch: {result['arch']}" in capsys.readouterr().out
+    if method == "gdas":
+        assert result["history"][1]["tau"] < result["history"][0]["tau"]
+    if method == "pcdarts":
+        assert len(result["history"][0]["beta"]) == 6
+
+
+@pytest.mark.slow
+def test_darts_space_search_at_smoke_size(script, tmp_path):
+    out = tmp_path / "darts"
+    argv = ["--space", "darts", "--method", "gdas", "--smoke", "--out", str(out), "--no-progress"]
+    assert script.main(argv) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["arch"].startswith("Genotype(normal=[")
+    assert result["num_edges_chosen"] == 16 and result["params"] > 0
+
+
+@pytest.mark.slow
+def test_bench_smoke(tmp_path):
+    bench = load_experiment("bench_darts_search")
+    out = tmp_path / "bench.json"
+    assert bench.main(["--smoke", "--methods", "darts1,gdas", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert set(figures["nasjax"]) == {"darts1", "gdas"}
+    assert figures["ratio_to_darts1"]["darts1"] == 1.0
+    assert figures["pytorch_over_nasjax_darts1"] > 0
