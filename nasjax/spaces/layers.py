@@ -16,7 +16,9 @@ import itertools
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _windows(
@@ -77,3 +79,88 @@ class Conv(nn.Module):
         shape = (self.kernel_size,) * self.ndim + (x.shape[-1], self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
         return conv(x, kernel, self.stride, self.padding)
+
+
+# ------------------------------------------------------------------ DARTS-space additions
+# Depthwise (optionally dilated) convolution and pooling for the separable and dilated
+# convolutions and pools of the DARTS space (Liu et al., ICLR 2019). Unlike ``conv``, these
+# are single XLA ops (``conv_general_dilated`` with one group per channel,
+# ``reduce_window``): a DARTS supernet has 8 ops on each of 14 edges per cell, and the
+# im2col form (one slice per window tap) made its programs too large to compile quickly.
+
+
+def _spatial_config(ndim: int, window: int, stride: int, padding: int) -> tuple:
+    dims = (1,) + (window,) * ndim + (1,)
+    strides = (1,) + (stride,) * ndim + (1,)
+    pads = ((0, 0),) + ((padding, padding),) * ndim + ((0, 0),)
+    return dims, strides, pads
+
+
+def depthwise_conv(
+    x: jnp.ndarray,
+    kernel: jnp.ndarray,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+) -> jnp.ndarray:
+    """Depthwise cross-correlation of channels-last ``x`` with ``kernel[*window, C]``.
+
+    Each channel is filtered by its own window (PyTorch's ``Conv(groups=C)``), with
+    ``dilation`` between taps and symmetric ``padding`` on every spatial axis.
+    ``nasjax.objectives.count_macs`` counts ``window_size * C`` MACs per output position.
+    """
+    ndim = x.ndim - 2
+    spatial = "HW"[:ndim] if ndim <= 2 else "DHW"[-ndim:]
+    numbers = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+    rhs = kernel.reshape(kernel.shape[:ndim] + (1, kernel.shape[-1])).astype(x.dtype)
+    return jax.lax.conv_general_dilated(
+        x,
+        rhs,
+        window_strides=(stride,) * ndim,
+        padding=[(padding, padding)] * ndim,
+        rhs_dilation=(dilation,) * ndim,
+        dimension_numbers=numbers,
+        feature_group_count=x.shape[-1],
+    )
+
+
+def max_pool(x: jnp.ndarray, window: int, stride: int = 1, padding: int = 0) -> jnp.ndarray:
+    """Max pooling over every spatial axis of channels-last ``x``; padding never wins
+    (PyTorch's ``MaxPool`` pads with -inf)."""
+    dims, strides, pads = _spatial_config(x.ndim - 2, window, stride, padding)
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, pads)
+
+
+def avg_pool_window(
+    x: jnp.ndarray, window: int, stride: int = 1, padding: int = 0, include_pad: bool = False
+) -> jnp.ndarray:
+    """``avg_pool`` as one ``reduce_window`` (the same values; a smaller program)."""
+    dims, strides, pads = _spatial_config(x.ndim - 2, window, stride, padding)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, pads)
+    if include_pad or padding == 0:
+        return total / window ** (x.ndim - 2)
+    ones = np.ones((1,) + x.shape[1:-1] + (1,), np.float32)
+    count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, pads)
+    return total / jnp.asarray(count, x.dtype)
+
+
+class DepthwiseConv(nn.Module):
+    """A bias-free depthwise (optionally dilated) convolution, kernel ``[*window, C]``.
+
+    Parameter count ``kernel_size**ndim * C``, as PyTorch's ``Conv(C, C, groups=C)``.
+    """
+
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    ndim: int = 2
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        shape = (self.kernel_size,) * self.ndim + (x.shape[-1],)
+        init = nn.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=tuple(range(self.ndim)), out_axis=-1
+        )
+        kernel = self.param("kernel", init, shape)
+        return depthwise_conv(x, kernel, self.stride, self.padding, self.dilation)
