@@ -78,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cells", type=int, help="search size: NB201 cells per stage (1), DARTS layers (5)"
     )
     p.add_argument("--weight-lr", type=float, help="weights' peak learning rate (method default)")
+    p.add_argument("--arch-lr", type=float, help="alpha's Adam learning rate (method default)")
     p.add_argument("--final-steps", type=int, default=1000, help="retraining steps")
     p.add_argument("--final-channels", type=int, help="retrained network C (16)")
     p.add_argument("--final-cells", type=int, help="retrained size: NB201 N (1), DARTS layers (8)")
@@ -156,8 +157,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     net = space.relaxed(args.dataset, mode, **_network_size(args.space, args.channels, args.cells))
     steps = (data.x_train.shape[0] // 2) // args.batch_size
     overrides: dict[str, Any] = {"unrolled": args.unrolled}
-    if args.weight_lr is not None:
-        overrides["weight_lr"] = args.weight_lr
+    for name in ("weight_lr", "arch_lr"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     config = method_config(args.method, args.epochs * steps, **overrides)
     key_search, key_final = jax.random.split(jax.random.key(args.seed))
     found = gradient_search(

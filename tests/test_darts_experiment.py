@@ -58,16 +58,6 @@ def test_each_method_searches_and_retrains_at_smoke_size(script, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_darts_space_search_at_smoke_size(script, tmp_path):
-    out = tmp_path / "darts"
-    argv = ["--space", "darts", "--method", "gdas", "--smoke", "--out", str(out), "--no-progress"]
-    assert script.main(argv) == 0
-    result = json.loads((out / "result.json").read_text())
-    assert result["arch"].startswith("Genotype(normal=[")
-    assert result["num_edges_chosen"] == 16 and result["params"] > 0
-
-
-@pytest.mark.slow
 def test_bench_smoke(tmp_path):
     bench = load_experiment("bench_darts_search")
     out = tmp_path / "bench.json"

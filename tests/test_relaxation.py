@@ -28,7 +28,7 @@ from nasjax.relaxation.mixed import (
     weighted_sum,
 )
 from nasjax.relaxation.search import gradient_search, num_parameter_free, op_entropy
-from nasjax.spaces import NB201Space
+from nasjax.spaces import DartsSpace, NB201Space
 from nasjax.spaces.nb201_net import EDGES
 
 WIDTH = 8
@@ -322,3 +322,23 @@ def test_nb201_search_network_shapes_and_errors():
         space.relaxed("digits", "pcdarts", channels=6, cells_per_stage=1)
     with pytest.raises(NasjaxError, match="unknown mixed-op mode 'enas'"):
         space.relaxed("digits", "enas")
+
+
+@pytest.mark.slow
+def test_gradient_search_over_the_darts_space():
+    # One intermediate node per cell keeps the program small; the loop is the same.
+    space = DartsSpace(nodes=1)
+    net = space.relaxed("digits", "pcdarts", channels=4, layers=3)
+    assert net.alpha_shape == (2, 2, 8) and net.beta_shape == (2, 2)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 64).astype(np.int32)
+    data = Dataset(x, y, x[:8], y[:8], x[:8], y[:8], 10, "digits")
+    config = M.method_config("pcdarts", 2, arch_warmup_steps=0)
+    found = gradient_search(
+        jax.random.key(0), space, net, config, data, epochs=1, batch_size=16, progress=False
+    )
+    assert found.arch == space.to_string(found.genotype)
+    assert len(space.chosen_ops(found.genotype)) == 4
+    assert 0 <= found.history[0]["num_parameter_free"] <= 4
+    assert len(found.history[0]["beta"]) == 2
