@@ -119,8 +119,8 @@ def _network_size(space: str, channels: int, cells: int) -> dict[str, int]:
     return {"channels": channels, "layers": cells}
 
 
-def plot_alpha(history: list[dict], path: Path, title: str) -> Path:
-    """One panel per edge: each op's softmax weight over the epochs."""
+def plot_alpha(history: list[dict], path: Path, title: str, ops: tuple[str, ...]) -> Path:
+    """One panel per edge: each op's softmax weight (``ops`` order) over the epochs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,10 +138,10 @@ def plot_alpha(history: list[dict], path: Path, title: str) -> Path:
             ax.axis("off")
             continue
         for k in range(weights.shape[-1]):
-            ax.plot(epochs, weights[:, e, k], label=str(k))
+            ax.plot(epochs, weights[:, e, k], label=ops[k])
         ax.set_title(f"edge {e}", fontsize=8)
         ax.tick_params(labelsize=6)
-    axes.flat[0].legend(fontsize=5, title="op", title_fontsize=5)
+    axes.flat[0].legend(fontsize=5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -207,7 +207,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.method != "darts2":
         result["method_config"].pop("unrolled")
     title = f"{args.method} on {args.space} / {args.dataset}: {found.arch}"
-    plot_alpha(found.history, out / "alpha.png", title if len(title) < 120 else title[:117] + "...")
+    title = title if len(title) < 120 else title[:117] + "..."
+    plot_alpha(found.history, out / "alpha.png", title, space.ops)
     write_json_atomic(out / "result.json", result)
     return result
 
