@@ -32,6 +32,7 @@ test-fast: install  ## skip the slow end-to-end tests
 bench: install  ## speed benchmarks; each prints ratios against a baseline run side by side
 	$(PY) experiments/bench_nb201_search.py --seeds 500 --out runs/bench_nb201.json
 	$(PY) experiments/bench_population_training.py --population 32 --out runs/bench_population.json
+	$(PY) experiments/bench_darts_search.py --out runs/bench_darts.json
 
 lint: install
 	$(VENV)/bin/ruff check .
