@@ -4,9 +4,14 @@ A genotype is a fixed-shape ``int32`` array; a population is an ``int32[P, D]`` 
 one compiled call trains or scores. Fitness is always MAXIMISED (accuracy-like).
 """
 
+from nasjax.compression.dnas import dnas_bit_search
+from nasjax.compression.evaluate import compression_evaluator
+from nasjax.compression.prune import l1_importance, top_k_mask
+from nasjax.compression.quantize import quantize_activation, quantize_weight
 from nasjax.data import DATASETS, Dataset, batch_indices, load_dataset
 from nasjax.devices import use_cpu_cores
 from nasjax.errors import NasjaxError
+from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
 from nasjax.evaluation.training import (
     Evaluator,
     PopulationProgram,
@@ -32,6 +37,8 @@ from nasjax.objectives import (
 from nasjax.pareto import crowding_distance, hypervolume_2d, non_dominated_rank, pareto_mask
 from nasjax.search import SearchResult, run_search
 from nasjax.spaces import SPACES, NB201Space, SearchSpace, make_space
+from nasjax.spaces.compress import CompressedSpace
+from nasjax.spaces.transformer import ElasticSupernet, TransformerSpace
 from nasjax.strategies import (
     STRATEGIES,
     BestSoFar,
@@ -43,6 +50,8 @@ from nasjax.strategies import (
     regularized_evolution,
 )
 from nasjax.tasks import TASKS, Task, get_task
+from nasjax.text import TextData, load_text
+from nasjax.transformer_costs import flops_per_token, param_counts
 
 __version__ = "0.1.0"
 
@@ -52,9 +61,12 @@ __all__ = [
     "STRATEGIES",
     "TASKS",
     "BestSoFar",
+    "CompressedSpace",
     "Dataset",
+    "ElasticSupernet",
     "Evaluator",
     "LatencyTable",
+    "LMTrainConfig",
     "NasjaxError",
     "NB201Space",
     "PopulationProgram",
@@ -62,20 +74,27 @@ __all__ = [
     "SearchSpace",
     "Strategy",
     "Task",
+    "TextData",
     "TrainConfig",
+    "TransformerSpace",
     "batch_indices",
     "build_latency_table",
     "compile_population",
+    "compression_evaluator",
     "constrained_fitness",
     "count_flops",
     "count_macs",
     "count_params",
     "crowding_distance",
+    "dnas_bit_search",
     "evaluate_latency_table",
     "expected_cost",
+    "flops_per_token",
     "get_task",
     "hypervolume_2d",
+    "l1_importance",
     "load_dataset",
+    "load_text",
     "make_space",
     "make_strategy",
     "measure_latency_ms",
@@ -84,13 +103,18 @@ __all__ = [
     "network_cost",
     "non_dominated_rank",
     "nsga2",
+    "param_counts",
     "pareto_mask",
     "peak_memory_mb",
     "population_mesh",
+    "quantize_activation",
+    "quantize_weight",
     "random_search",
     "regularized_evolution",
     "run_search",
+    "top_k_mask",
     "train_member",
+    "train_lm_population",
     "train_population",
     "training_evaluator",
     "use_cpu_cores",

@@ -14,6 +14,7 @@ status 2 and one line naming the bad value and the valid choices.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -85,6 +86,8 @@ def _search_parser(sub: Any) -> None:
     p.add_argument(
         "--max-latency-ms", type=float, default=None, help="constraint: latency on this device"
     )
+    p.add_argument("--text", default=None, help="transformer: UTF-8 text file (pydoc_data)")
+    p.add_argument("--context", type=int, default=None, help="transformer: bytes per window")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/search", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
@@ -97,8 +100,10 @@ def _info_parser(sub: Any) -> None:
     p.add_argument("--space", default="nb201", help=f"one of {', '.join(SPACES)}")
     p.add_argument("--arch", required=True, help="architecture string of the space")
     p.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(TASKS)}")
-    p.add_argument("--channels", type=int, default=16)
-    p.add_argument("--cells-per-stage", type=int, default=5)
+    p.add_argument("--channels", type=int, default=None, help="C (default: the space's)")
+    p.add_argument(
+        "--cells-per-stage", type=int, default=None, help="N cells per stage (the space's)"
+    )
     p.add_argument(
         "--latency",
         action="store_true",
@@ -106,6 +111,7 @@ def _info_parser(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=1, help="examples per call for --latency")
     p.add_argument("--repeats", type=int, default=20, help="timed calls for --latency")
+    p.add_argument("--context", type=int, default=None, help="transformer: tokens (64)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,14 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_net_size(space: Any, args: argparse.Namespace) -> None:
+    """Fills unset ``--channels`` / ``--cells-per-stage`` with the defaults of the space's
+    ``decode`` (NB201: 16 and 5, its benchmark; DARTS: 36 and 6, the paper's 20 cells)."""
+    params = inspect.signature(space.decode).parameters
+    for name, fallback in (("channels", 16), ("cells_per_stage", 5)):
+        if getattr(args, name) is None:
+            default = params[name].default if name in params else inspect.Parameter.empty
+            setattr(args, name, fallback if default is inspect.Parameter.empty else default)
+
+
 def info(args: argparse.Namespace) -> dict[str, Any]:
     """Params, MACs and FLOPs of the decoded architecture ``args.arch``; with
     ``args.latency`` also ``latency_ms``, ``peak_mem_mb``, ``device`` and ``batch_size``."""
+    if args.space == "transformer":  # params and FLOPs per token of a language model
+        from nasjax.transformer_cli import transformer_info
+
+        return transformer_info(args)
+    space = make_space(args.space)
+    _default_net_size(space, args)
     for name in ("channels", "cells_per_stage", "batch_size", "repeats"):
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise NasjaxError(f"{flag} must be >= 1, got {getattr(args, name)}")
-    space = make_space(args.space)
     task = get_task(args.dataset)
     genotype = space.from_string(args.arch)
     net = space.decode(
@@ -138,6 +159,9 @@ def info(args: argparse.Namespace) -> dict[str, Any]:
         "cells_per_stage": args.cells_per_stage,
         **network_cost(net, task.input_shape),
     }
+    if hasattr(space, "cost_info"):  # compress:<base>: size in bits, BitOps, MACs removed
+        net_shape = {"channels": args.channels, "cells_per_stage": args.cells_per_stage}
+        record.update(space.cost_info(genotype, args.dataset, **net_shape))
     if args.latency:
         shape = task.input_shape
         variables = benchmark_variables(net, shape)
@@ -263,6 +287,10 @@ def _constrained(
 
 def search(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the search of ``args`` and returns the summary it writes."""
+    if args.space == "transformer":  # byte-level LM training, bits per byte
+        from nasjax.transformer_cli import transformer_search
+
+        return transformer_search(args)
     if args.smoke:
         for name, value in SMOKE.items():
             setattr(args, name, min(getattr(args, name), value))
@@ -359,6 +387,10 @@ def run_script(
 
 
 def _report(summary: dict[str, Any]) -> str:
+    if summary.get("space") == "transformer":
+        from nasjax.transformer_cli import transformer_report
+
+        return transformer_report(summary)
     lines = [
         f"found      {summary['arch']}",
         f"test acc   {100 * summary['test_accuracy']:.2f}%  (valid "
