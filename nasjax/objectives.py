@@ -255,8 +255,9 @@ def expected_cost(logits: jax.Array, edge_costs: jax.Array, temperature: float =
     The expected cost under the DARTS-style mixture (Liu et al., ICLR 2019) used as a
     resource term in the architecture loss, as FBNet (Wu et al., CVPR 2019) and ProxylessNAS
     (Cai et al., ICLR 2019) do with latency: ``loss = task_loss + lambda * expected_cost``.
-    Its gradient moves probability toward cheaper ops on every edge. The gradient-based
-    strategies (DARTS, GDAS) are not in nasjax yet; this is the term they will add.
+    Its gradient moves probability toward cheaper ops on every edge. The gradient methods
+    of :mod:`nasjax.relaxation` search for accuracy alone; this is the term a
+    resource-aware variant adds to their architecture loss.
 
     Args:
       logits: ``float[E, K]`` architecture parameters (one row per edge).
