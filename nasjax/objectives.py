@@ -403,7 +403,13 @@ def peak_memory_mb(
     """
     fn, shape = _inference(module, input_shape, batch_size)
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    stats = fn.lower(variables, x).compile().memory_analysis()
+    return compiled_memory_mb(fn.lower(variables, x).compile())
+
+
+def compiled_memory_mb(compiled: Any) -> float:
+    """MiB a compiled program needs by XLA's ``memory_analysis()``: temporaries + arguments
+    + outputs - buffers aliased between arguments and outputs."""
+    stats = compiled.memory_analysis()
     if stats is None:
         raise NasjaxError(f"the backend of device {device_name()} reports no memory analysis")
     total = (

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.objectives import device_name
+from nasjax.objectives import compiled_memory_mb, device_name
 from nasjax.spaces.transformer_generate import generate
 from nasjax.spaces.transformer_net import LMSpec, embed_shapes, forward, layer_shapes
 
@@ -180,16 +180,7 @@ def peak_memory_mb(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), benchmark_params(spec)
     )
     tokens = jax.ShapeDtypeStruct((batch_size, context), jnp.int32)
-    stats = _forward_jit.lower(params, spec, tokens, dtype).compile().memory_analysis()
-    if stats is None:
-        raise NasjaxError(f"the backend of device {device_name()} reports no memory analysis")
-    total = (
-        stats.temp_size_in_bytes
-        + stats.argument_size_in_bytes
-        + stats.output_size_in_bytes
-        - stats.alias_size_in_bytes
-    )
-    return total / 2**20
+    return compiled_memory_mb(_forward_jit.lower(params, spec, tokens, dtype).compile())
 
 
 def measured_costs(
