@@ -53,7 +53,8 @@ def kept_count(keep_ratio: jax.Array, channels: int) -> jax.Array:
 def channel_rank(importance: jax.Array) -> jax.Array:
     """``int32[C]``: 0 for the most important channel, ties broken by the lower index."""
     order = jnp.argsort(-jax.lax.stop_gradient(importance), stable=True)
-    return jnp.zeros(importance.shape, jnp.int32).at[order].set(jnp.arange(importance.size))
+    ranks = jnp.arange(importance.size, dtype=jnp.int32)
+    return jnp.zeros(importance.shape, jnp.int32).at[order].set(ranks)
 
 
 def top_k_mask(importance: jax.Array, count: jax.Array) -> jax.Array:

@@ -33,9 +33,14 @@ def ste_round(x: jax.Array) -> jax.Array:
 
 
 def _levels(bits: jax.Array, signed: bool) -> jax.Array:
-    """Largest integer level: ``2^(b-1) - 1`` signed (symmetric), ``2^b - 1`` unsigned."""
-    bits = jnp.asarray(bits, jnp.float32)
-    return jnp.exp2(bits - 1.0) - 1.0 if signed else jnp.exp2(bits) - 1.0
+    """Largest integer level: ``2^(b-1) - 1`` signed (symmetric), ``2^b - 1`` unsigned.
+
+    Exact for traced bits: ``ldexp`` on an integer exponent, not ``exp2`` (XLA's CPU
+    ``exp2`` is a polynomial that misses powers of two by an ulp for some exponents and
+    SIMD widths, which would move every quantization step of a traced bit-width).
+    """
+    exponent = jnp.minimum(jnp.asarray(bits), FULL_PRECISION).astype(jnp.int32)
+    return jnp.ldexp(jnp.float32(1.0), exponent - 1 if signed else exponent) - 1.0
 
 
 def quantize_with_scale(
