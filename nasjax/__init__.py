@@ -6,8 +6,6 @@ one compiled call trains or scores. Fitness is always MAXIMISED (accuracy-like).
 
 from nasjax.compression.dnas import dnas_bit_search
 from nasjax.compression.evaluate import compression_evaluator
-from nasjax.compression.prune import l1_importance, top_k_mask
-from nasjax.compression.quantize import quantize_activation, quantize_weight
 from nasjax.data import DATASETS, Dataset, batch_indices, load_dataset
 from nasjax.devices import use_cpu_cores
 from nasjax.errors import NasjaxError
@@ -23,6 +21,8 @@ from nasjax.evaluation.training import (
     training_evaluator,
 )
 from nasjax.latency import LatencyTable, build_latency_table, evaluate_latency_table
+from nasjax.nets.prune import l1_importance, top_k_mask
+from nasjax.nets.quantize import quantize_activation, quantize_weight
 from nasjax.objectives import (
     count_flops,
     count_macs,

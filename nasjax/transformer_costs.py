@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
+from nasjax.nets.transformer import LMSpec, embed_shapes, forward, layer_shapes
+from nasjax.nets.transformer_generate import generate
 from nasjax.objectives import compiled_memory_mb, device_name
-from nasjax.spaces.transformer_generate import generate
-from nasjax.spaces.transformer_net import LMSpec, embed_shapes, forward, layer_shapes
 
 PROXIES = ("decoder_params", "total_params", "flops_per_token")
 """Training-free proxies (larger = predicted better), scored by the proxy study."""

@@ -14,13 +14,13 @@ import pytest
 
 from nasjax.cli import main
 from nasjax.errors import NasjaxError
+from nasjax.nets.layers import avg_pool, avg_pool_window, depthwise_conv, max_pool
+from nasjax.nets.relaxed import ArchWeights
 from nasjax.objectives import benchmark_variables
-from nasjax.relaxation.base import ArchWeights
 from nasjax.spaces import SPACES, make_space
 from nasjax.spaces.darts import PUBLISHED, DartsSpace
 from nasjax.spaces.darts_net import GENOTYPE_OPS, OPS, count_params_no_aux
 from nasjax.spaces.darts_search_net import check_alpha, discretize_alpha
-from nasjax.spaces.layers import avg_pool, avg_pool_window, depthwise_conv, max_pool
 
 SPACE = DartsSpace()
 

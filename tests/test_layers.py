@@ -1,4 +1,4 @@
-"""Tests for nasjax.spaces.layers: im2col ``conv`` / ``avg_pool`` against references, ``Conv``."""
+"""Tests for nasjax.nets.layers: im2col ``conv`` / ``avg_pool`` against references, ``Conv``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.spaces.layers import Conv, avg_pool, conv
+from nasjax.nets.layers import Conv, avg_pool, conv
 
 _DIMENSION_NUMBERS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 _SPATIAL = {1: (11,), 2: (7, 6)}  # odd and even sizes, so strided outputs floor

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from nasjax.errors import NasjaxError
+from nasjax.nets.layers import Conv
 from nasjax.objectives import (
     COST_METRICS,
     benchmark_variables,
@@ -23,7 +24,6 @@ from nasjax.objectives import (
     network_cost,
     peak_memory_mb,
 )
-from nasjax.spaces.layers import Conv
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.tasks import get_task
 

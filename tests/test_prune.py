@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.compression.prune import (
+from nasjax.errors import NasjaxError
+from nasjax.nets.prune import (
     channel_rank,
     kept_channels,
     kept_count,
@@ -15,7 +16,6 @@ from nasjax.compression.prune import (
     prune_kernel,
     top_k_mask,
 )
-from nasjax.errors import NasjaxError
 
 
 def test_l1_importance_is_the_filter_norm():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.compression.quantize import (
+from nasjax.nets.quantize import (
     mixed_quantize,
     quantize_activation,
     quantize_weight,

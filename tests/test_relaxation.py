@@ -16,10 +16,8 @@ import pytest
 
 from nasjax.data import Dataset
 from nasjax.errors import NasjaxError
-from nasjax.relaxation import methods as M
-from nasjax.relaxation.base import ArchWeights, RelaxedNetwork, check_arch_logits
-from nasjax.relaxation.gumbel import gumbel_softmax
-from nasjax.relaxation.mixed import (
+from nasjax.nets.gumbel import gumbel_softmax
+from nasjax.nets.mixed import (
     channel_shuffle,
     edge_normalised_sum,
     mixed_op,
@@ -27,6 +25,8 @@ from nasjax.relaxation.mixed import (
     sampled_op,
     weighted_sum,
 )
+from nasjax.nets.relaxed import ArchWeights, RelaxedNetwork, check_arch_logits
+from nasjax.relaxation import methods as M
 from nasjax.relaxation.search import gradient_search, num_parameter_free, op_entropy
 from nasjax.spaces import DartsSpace, NB201Space
 from nasjax.spaces.nb201_net import EDGES

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from nasjax.errors import NasjaxError
+from nasjax.nets.transformer import LMSpec, forward
+from nasjax.nets.transformer_generate import decode_step, generate, prefill
 from nasjax.objectives import _dot_macs, count_params
 from nasjax.spaces import SPACES, make_space
 from nasjax.spaces.transformer import TransformerSpace
-from nasjax.spaces.transformer_generate import decode_step, generate, prefill
-from nasjax.spaces.transformer_net import LMSpec, forward
 from nasjax.strategies import make_strategy
 from nasjax.transformer_costs import (
     flops_per_token,

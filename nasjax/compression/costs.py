@@ -26,8 +26,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nasjax.compression.prune import kept_channels
-from nasjax.compression.quantize import FULL_PRECISION
+from nasjax.nets.prune import kept_channels
+from nasjax.nets.quantize import FULL_PRECISION
 from nasjax.spaces.nb201_net import EDGES, OPS
 
 _KERNEL = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}

@@ -3,9 +3,9 @@
 Wu et al. (2018), "Mixed Precision Quantization of ConvNets via Differentiable Neural
 Architecture Search": each layer's weight and activation bit-widths are categorical
 choices with learned logits; a hard straight-through Gumbel-softmax sample
-(:func:`nasjax.relaxation.gumbel.gumbel_softmax`, annealed temperature as in GDAS) picks
+(:func:`nasjax.nets.gumbel.gumbel_softmax`, annealed temperature as in GDAS) picks
 the bits of every forward pass, the quantized tensors are the sample-weighted sum over the
-candidates (:func:`nasjax.compression.quantize.mixed_quantize`), and the loss adds
+candidates (:func:`nasjax.nets.quantize.mixed_quantize`), and the loss adds
 ``cost_weight`` times the expected cost -- expected size in bits plus expected BitOps,
 each relative to the full-precision network -- so one scalar trades accuracy for
 compression. The architecture is fixed (a ``CompressedSpace`` with ``fixed_arch``) and
@@ -27,11 +27,11 @@ import optax
 
 from nasjax.compression.costs import nb201_layers
 from nasjax.compression.nb201_qat import UNITS
-from nasjax.compression.quantize import FULL_PRECISION
 from nasjax.data import Dataset, batch_indices
 from nasjax.errors import NasjaxError
 from nasjax.evaluation.training import TrainConfig, make_optimizer
-from nasjax.relaxation.gumbel import gumbel_softmax, linear_temperature
+from nasjax.nets.gumbel import gumbel_softmax, linear_temperature
+from nasjax.nets.quantize import FULL_PRECISION
 from nasjax.tasks import get_task
 
 

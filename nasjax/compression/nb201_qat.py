@@ -11,11 +11,11 @@ bit-widths (scalars, or ``float[K]`` one-hot-like weights over ``bit_choices`` f
 differentiable search of Wu et al. 2018), ``k`` the kept-channel fraction.
 
 * Every convolution and the classifier quantize their weights per output channel and their
-  input activation per tensor (:mod:`nasjax.compression.quantize`); activation ranges are
+  input activation per tensor (:mod:`nasjax.nets.quantize`); activation ranges are
   running maxima kept next to the BatchNorm statistics (``state[...]["range"]``).
 * Pruned channels are zeroed after the layer's BatchNorm. The layers writing into one
   stage's stream (stem or reduction output, every cell conv) keep prefixes of one shared
-  L1 ranking (:mod:`nasjax.compression.prune`), so the live channels after each sum are
+  L1 ranking (:mod:`nasjax.nets.prune`), so the live channels after each sum are
   a prefix too, as :mod:`nasjax.compression.costs` counts them.
 * ``state["step"]`` counts training steps; before ``float_steps`` the network trains at
   full precision and unpruned, after it with the policy (a QAT fine-tune within one
@@ -29,15 +29,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from nasjax.compression.prune import channel_rank, kept_count, l1_importance, mask_from_rank
-from nasjax.compression.quantize import (
+from nasjax.nets.layers import avg_pool, conv
+from nasjax.nets.prune import channel_rank, kept_count, l1_importance, mask_from_rank
+from nasjax.nets.quantize import (
     FULL_PRECISION,
     mixed_quantize,
     quantize_activation,
     quantize_weight,
     running_range,
 )
-from nasjax.spaces.layers import avg_pool, conv
 from nasjax.spaces.nb201_functional import NB201Functional, batch_norm
 from nasjax.spaces.nb201_net import EDGES, OPS
 

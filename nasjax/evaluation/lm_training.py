@@ -32,8 +32,8 @@ import numpy as np
 import optax
 
 from nasjax.errors import NasjaxError, check_choice
+from nasjax.nets.transformer import elastic_forward, forward, init_elastic, slice_params
 from nasjax.spaces.transformer import TransformerSpace
-from nasjax.spaces.transformer_net import elastic_forward, forward, init_elastic, slice_params
 from nasjax.text import TextData, bits_per_byte, check_context, eval_windows, random_windows
 
 MODES = ("decoded", "elastic")

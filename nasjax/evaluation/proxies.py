@@ -60,8 +60,8 @@ import numpy as np
 import optax
 
 from nasjax.errors import NasjaxError, check_choice
+from nasjax.nets.layers import Conv, avg_pool, conv
 from nasjax.objectives import nb201_cost_table, network_cost
-from nasjax.spaces.layers import Conv, avg_pool, conv
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_functional import NB201Functional, batch_norm, to_flax_variables
 from nasjax.spaces.nb201_net import _BN_EPSILON, EDGES, OPS

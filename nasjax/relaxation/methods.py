@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import optax
 
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.relaxation.base import ArchWeights, RelaxedNetwork
-from nasjax.relaxation.gumbel import gumbel_softmax, linear_temperature
+from nasjax.nets.gumbel import gumbel_softmax, linear_temperature
+from nasjax.nets.relaxed import ArchWeights, RelaxedNetwork
 
 METHODS: dict[str, str] = {
     "darts1": "darts",

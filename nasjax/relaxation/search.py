@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from nasjax.data import Dataset, batch_indices
 from nasjax.errors import NasjaxError
-from nasjax.relaxation.base import RelaxedNetwork
+from nasjax.nets.relaxed import RelaxedNetwork
 from nasjax.relaxation.methods import (
     MethodConfig,
     SearchState,

@@ -20,9 +20,9 @@ import numpy as np
 
 from nasjax.compression.costs import nb201_layers, summarize
 from nasjax.compression.nb201_qat import UNITS, CompressedNB201
-from nasjax.compression.prune import kept_channels
-from nasjax.compression.quantize import FULL_PRECISION
 from nasjax.errors import NasjaxError
+from nasjax.nets.prune import kept_channels
+from nasjax.nets.quantize import FULL_PRECISION
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.tasks import get_task

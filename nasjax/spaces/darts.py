@@ -37,7 +37,7 @@ import dataclasses
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.relaxation.base import RelaxedNetwork
+from nasjax.nets.relaxed import RelaxedNetwork
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.darts_net import GENOTYPE_OPS, OPS, DartsNetwork
 from nasjax.spaces.darts_search_net import darts_relaxed_network

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nasjax.spaces.layers import Conv, DepthwiseConv, avg_pool, max_pool
+from nasjax.nets.layers import Conv, DepthwiseConv, avg_pool, max_pool
 
 OPS: tuple[str, ...] = (
     "none",

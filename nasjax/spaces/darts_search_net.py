@@ -6,7 +6,7 @@ Connections for Memory-Efficient Architecture Search", ICLR 2020.
 
 The network is the evaluation network's topology (:mod:`nasjax.spaces.darts_net`; 8 cells,
 C=16 for search) with every cell edge ``j -> i`` a mixed op over all of
-:data:`~nasjax.spaces.darts_net.OPS` (:func:`nasjax.relaxation.mixed.mixed_op`). As in the
+:data:`~nasjax.spaces.darts_net.OPS` (:func:`nasjax.nets.mixed.mixed_op`). As in the
 reference search network, every BatchNorm in a cell has no affine parameters (pools are
 followed by one), and all BatchNorms use batch statistics, so ``apply`` is stateless.
 
@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.relaxation.base import ArchWeights, RelaxedNetwork
-from nasjax.relaxation.mixed import MIXED_MODES, edge_normalised_sum, mixed_op
+from nasjax.nets.layers import avg_pool_window, conv, depthwise_conv, max_pool
+from nasjax.nets.mixed import MIXED_MODES, edge_normalised_sum, mixed_op
+from nasjax.nets.relaxed import ArchWeights, RelaxedNetwork
 from nasjax.spaces.darts_net import OPS, STEM_MULTIPLIER, shift_by_one
-from nasjax.spaces.layers import avg_pool_window, conv, depthwise_conv, max_pool
 from nasjax.tasks import get_task
 
 _EPSILON = 1e-5
@@ -238,7 +238,7 @@ def darts_relaxed_network(
 
     Args:
       dataset: one of ``nasjax.tasks.TASKS`` (input channels, classes, 1D or 2D).
-      mode: one of :data:`nasjax.relaxation.mixed.MIXED_MODES`.
+      mode: one of :data:`nasjax.nets.mixed.MIXED_MODES`.
       channels: ``C`` of the first stage (16 in the paper's search).
       layers: number of cells (8 in the paper's search); reductions at ``layers//3`` and
         ``2*layers//3``.
@@ -247,7 +247,7 @@ def darts_relaxed_network(
         multiple of it.
 
     Returns:
-      A :class:`~nasjax.relaxation.base.RelaxedNetwork` with ``alpha_shape=(2, E, 8)`` and
+      A :class:`~nasjax.nets.relaxed.RelaxedNetwork` with ``alpha_shape=(2, E, 8)`` and
       ``beta_shape=(2, E)`` (``E = 14`` for 4 nodes); ``apply(params, x, arch)`` takes
       ``arch.weights`` ``[2, E, 8]`` (and ``arch.index`` ``int32[2, E]`` for ``gdas``,
       ``arch.beta`` ``[2, E]`` for ``pcdarts``); ``discretize(alpha, beta)`` gives an

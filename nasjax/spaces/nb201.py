@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.relaxation.base import RelaxedNetwork
+from nasjax.nets.relaxed import RelaxedNetwork
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.nb201_functional import NB201Functional
 from nasjax.spaces.nb201_net import EDGES, OPS, NB201Network

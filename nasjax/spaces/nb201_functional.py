@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from nasjax.spaces.layers import avg_pool, conv
+from nasjax.nets.layers import avg_pool, conv
 from nasjax.spaces.nb201_net import _BN_EPSILON, _BN_MOMENTUM, EDGES, OPS
 
 TRUNCATED_NORMAL_STD = 0.87962566103423978

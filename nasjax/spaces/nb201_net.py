@@ -26,7 +26,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from nasjax.spaces.layers import Conv, avg_pool
+from nasjax.nets.layers import Conv, avg_pool
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 """Candidate operations in the benchmark's official order."""

@@ -2,7 +2,7 @@
 
 The network of :mod:`nasjax.spaces.nb201_functional` (stem, three stages of ``N`` cells,
 residual reduction blocks, classifier), with every cell edge a mixed op over the five
-candidate ops (:mod:`nasjax.relaxation.mixed`). As in the benchmark's weight-sharing
+candidate ops (:mod:`nasjax.nets.mixed`). As in the benchmark's weight-sharing
 baselines (Dong & Yang, ICLR 2020, ``TinyNetworkDarts`` / ``TinyNetworkGDAS``), the ops'
 BatchNorm has no affine parameters and always uses batch statistics, so the network is
 stateless; the stem, reduction blocks and final BN keep theirs.
@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.relaxation.base import ArchWeights, Params, RelaxedNetwork
-from nasjax.relaxation.mixed import MIXED_MODES, edge_normalised_sum, mixed_op
-from nasjax.spaces.layers import avg_pool, conv
+from nasjax.nets.layers import avg_pool, conv
+from nasjax.nets.mixed import MIXED_MODES, edge_normalised_sum, mixed_op
+from nasjax.nets.relaxed import ArchWeights, Params, RelaxedNetwork
 from nasjax.spaces.nb201_functional import NB201Functional, _reduction, batch_norm
 from nasjax.spaces.nb201_net import _BN_EPSILON, EDGES, OPS
 from nasjax.tasks import get_task
@@ -127,7 +127,7 @@ def nb201_relaxed_network(
 
     Args:
       dataset: a task name (fixes the input shape and classes).
-      mode: how edges mix their ops (:data:`nasjax.relaxation.mixed.MIXED_MODES`).
+      mode: how edges mix their ops (:data:`nasjax.nets.mixed.MIXED_MODES`).
       channels: ``C`` of the first stage; a multiple of ``partial_k`` for ``pcdarts``.
       cells_per_stage: ``N``.
       partial_k: PC-DARTS's ``K`` (1/K of the channels through the mixed op).

@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.spaces.base import SearchSpace
-from nasjax.spaces.transformer_net import (
+from nasjax.nets.transformer import (
     ElasticMasks,
     LMSpec,
     TransformerLM,
@@ -40,6 +39,7 @@ from nasjax.spaces.transformer_net import (
     init_elastic,
     slice_params,
 )
+from nasjax.spaces.base import SearchSpace
 
 _LAYER = re.compile(r"h(\d+)e(\d+)d(\d+)")
 _HEAD = re.compile(r"d(\d+)-L(\d+)")

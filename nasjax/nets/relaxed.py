@@ -46,7 +46,7 @@ class ArchWeights(NamedTuple):
 
 
 class RelaxedNetwork(NamedTuple):
-    """A space's supernet for one mixed-op mode (see :mod:`nasjax.relaxation.mixed`).
+    """A space's supernet for one mixed-op mode (see :mod:`nasjax.nets.mixed`).
 
     Attributes:
       mode: ``"darts"``, ``"gdas"`` or ``"pcdarts"``; fixed at construction because

@@ -18,7 +18,7 @@ Three ways to run it, sharing the same block math:
   function evaluates any sub-model and ``vmap`` over genotypes runs a population;
   :func:`slice_params` cuts the decoded model's weights out, and the two agree;
 * greedy generation with a key/value cache (prefill, then one token per step), what a
-  deployed model does: :mod:`nasjax.spaces.transformer_generate`.
+  deployed model does: :mod:`nasjax.nets.transformer_generate`.
 """
 
 from __future__ import annotations

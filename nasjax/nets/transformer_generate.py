@@ -4,7 +4,7 @@ A deployed GPT-style model (Radford et al. 2019) runs the prompt once (``prefill
 every layer's keys and values), then one token per step (``decode_step``) attending to the
 cache instead of recomputing the prefix. Used to measure generation latency
 (:func:`nasjax.transformer_costs.generate_latency_ms`); tested equal to re-running the full
-forward pass of :mod:`nasjax.spaces.transformer_net`.
+forward pass of :mod:`nasjax.nets.transformer`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
-from nasjax.spaces.transformer_net import (
+from nasjax.nets.transformer import (
     LMSpec,
     Params,
     attend,

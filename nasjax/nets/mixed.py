@@ -48,7 +48,7 @@ def sampled_op(
       x: the edge's input.
       ops: the candidate ops.
       hard: ``[K]`` one-hot in value with straight-through gradients
-        (:func:`nasjax.relaxation.gumbel.gumbel_softmax`).
+        (:func:`nasjax.nets.gumbel.gumbel_softmax`).
       index: ``int32[]``, the position of the one in ``hard``.
     """
     chosen = jax.lax.switch(index, list(ops), x)
