@@ -29,8 +29,6 @@ from nasjax.objectives import (
     count_params,
     expected_cost,
     measure_latency_ms,
-    nb201_cost_table,
-    nb201_edge_costs,
     network_cost,
     peak_memory_mb,
 )
@@ -38,6 +36,7 @@ from nasjax.pareto import crowding_distance, hypervolume_2d, non_dominated_rank,
 from nasjax.search import SearchResult, run_search
 from nasjax.spaces import SPACES, NB201Space, SearchSpace, make_space
 from nasjax.spaces.compress import CompressedSpace
+from nasjax.spaces.nb201_costs import nb201_cost_table, nb201_edge_costs
 from nasjax.spaces.transformer import ElasticSupernet, TransformerSpace
 from nasjax.strategies import (
     STRATEGIES,

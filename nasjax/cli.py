@@ -38,13 +38,13 @@ from nasjax.objectives import (
     benchmark_variables,
     device_name,
     measure_latency_ms,
-    nb201_cost_table,
     network_cost,
     peak_memory_mb,
 )
 from nasjax.plots import plot_search_curve
 from nasjax.search import CHECKPOINT_DIR, RESULTS_FILE, run_search, write_json_atomic
 from nasjax.spaces import SPACES, make_space
+from nasjax.spaces.nb201_costs import nb201_cost_table
 from nasjax.strategies import (
     STRATEGIES,
     check_bound_satisfiable,

@@ -7,6 +7,7 @@ one line and exit non-zero.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from numbers import Integral
 
 
 class NasjaxError(ValueError):
@@ -25,3 +26,14 @@ def check_choice(what: str, value: object, choices: Iterable[object]) -> None:
     if value not in choices:
         valid = ", ".join(str(c) for c in choices)
         raise NasjaxError(f"unknown {what} {value!r}; valid choices: {valid}")
+
+
+def check_positive(**values: object) -> None:
+    """Raise ``NasjaxError`` unless every keyword value is an integer ``>= 1``.
+
+    Example: ``check_positive(channels=channels)`` -> "channels must be an integer >= 1,
+    got 0".
+    """
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise NasjaxError(f"{name} must be an integer >= 1, got {value!r}")

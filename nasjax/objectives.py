@@ -18,9 +18,8 @@ from the profiler ``get_model_infos`` of its ``xautodl`` code):
   pooling FLOPs but never sums them. The benchmark reports this number / 1e6 ("M FLOPs").
   In the NB201 network only the classifier has a bias, so FLOPs = MACs + ``num_classes``.
 
-``nb201_cost_table`` gives any of the three counts for all 15,625 NB201 cells at once: each
-count is exactly additive over the cell's edges, so it is the all-``none`` network's count
-plus, per edge, the extra count of its op, found once by counting one-edge probe networks.
+The exact per-cell tables of the NB201 space built on these counts live with the space
+(:mod:`nasjax.spaces.nb201_costs`).
 
 ``measure_latency_ms`` and ``peak_memory_mb`` measure the compiled inference program on the
 current default device (wall-clock median, and XLA's ``memory_analysis``).
@@ -39,11 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import jaxprs_in_params
 
-from nasjax.errors import NasjaxError, check_choice
-from nasjax.tasks import get_task
+from nasjax.errors import NasjaxError, check_positive
 
 COST_METRICS: tuple[str, ...] = ("params", "macs", "flops")
-"""The counts of ``network_cost`` and ``nb201_cost_table``."""
+"""The counts of ``network_cost`` (and of the spaces' exact cost tables)."""
 
 
 def count_params(params: Any) -> int:
@@ -152,103 +150,6 @@ def network_cost(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, i
     }
 
 
-# ---------------------------------------------------------------- NAS-Bench-201 table
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise NasjaxError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-@functools.cache
-def _nb201_probe(
-    dataset: str, channels: int, cells_per_stage: int, genotype: tuple[int, ...]
-) -> np.ndarray:
-    """``int64[3]``: params, MACs, FLOPs of one decoded NB201 network."""
-    from nasjax.spaces.nb201 import NB201Space  # spaces sit above objectives
-
-    net = NB201Space().decode(genotype, dataset, channels=channels, cells_per_stage=cells_per_stage)
-    cost = network_cost(net, get_task(dataset).input_shape)
-    counts = np.array([cost[m] for m in COST_METRICS], np.int64)
-    counts.flags.writeable = False
-    return counts
-
-
-@functools.cache
-def _nb201_op_costs(dataset: str, channels: int) -> np.ndarray:
-    """``int64[3, 5]``: extra params, MACs, FLOPs of op ``o`` on one edge of one cell per stage.
-
-    Probed with one-cell-per-stage networks: the all-``none`` cell, then each op alone on
-    edge 0. Every edge of an NB201 cell maps the cell's input shape to itself (nodes keep
-    the shape; node sums are additions, which are not counted), so an op costs the same on
-    all six edges; and every cell of a stage sees the same shape, so with ``N`` cells per
-    stage an edge's op costs ``N`` times this.
-    """
-    base = _nb201_probe(dataset, channels, 1, (0,) * 6)
-    costs = np.zeros((len(COST_METRICS), 5), np.int64)
-    for op in range(1, 5):
-        costs[:, op] = _nb201_probe(dataset, channels, 1, (op,) + (0,) * 5) - base
-    return costs
-
-
-@functools.cache
-def _nb201_table(metric: str, dataset: str, channels: int, cells_per_stage: int) -> np.ndarray:
-    from nasjax.spaces.nb201 import NB201Space
-
-    m = COST_METRICS.index(metric)
-    base = _nb201_probe(dataset, channels, cells_per_stage, (0,) * 6)[m]
-    per_op = cells_per_stage * _nb201_op_costs(dataset, channels)[m]
-    genotypes = np.asarray(NB201Space().from_index(np.arange(15_625)))
-    table = base + per_op[genotypes].sum(axis=-1)
-    table.flags.writeable = False
-    return table
-
-
-def nb201_cost_table(
-    metric: str, dataset: str, channels: int = 16, cells_per_stage: int = 5
-) -> np.ndarray:
-    """Params, MACs or FLOPs of every NAS-Bench-201 cell, exact and vectorised.
-
-    Each count is exactly additive over the six edges: the all-``none`` network's count plus,
-    for every edge, ``cells_per_stage`` times the extra count of its op in one cell of each
-    stage (``none``, ``skip_connect`` and ``avg_pool_3x3`` add zero under these conventions;
-    the convolutions add their kernels and products). The per-op costs come from five
-    probe networks counted once per ``(dataset, channels)`` (the all-``none`` cell and each
-    op alone on one edge; every edge of a cell has the same shape); tables are cached.
-
-    Args:
-      metric: one of ``"params"``, ``"macs"``, ``"flops"`` (conventions in the module doc).
-      dataset: a name of ``nasjax.tasks.TASKS``.
-      channels: ``C`` of the first stage (16 in the benchmark).
-      cells_per_stage: ``N`` (5 in the benchmark).
-
-    Returns:
-      Read-only ``int64[15625]``; row ``i`` is the cell ``NB201Space().from_index(i)``.
-    """
-    check_choice("metric", metric, COST_METRICS)
-    get_task(dataset)
-    _check_positive(channels=channels, cells_per_stage=cells_per_stage)
-    return _nb201_table(metric, dataset, int(channels), int(cells_per_stage))
-
-
-def nb201_edge_costs(
-    metric: str, dataset: str, channels: int = 16, cells_per_stage: int = 5
-) -> np.ndarray:
-    """``float64[6, 5]``: what op ``o`` on edge ``e`` adds to an NB201 network's count.
-
-    The additive decomposition behind :func:`nb201_cost_table` (every edge of every cell
-    costs the same per op), as the per-edge, per-op cost matrix a relaxed cell needs for
-    :func:`expected_cost`. For latency, :meth:`nasjax.latency.LatencyTable.edge_ms` is the
-    same matrix measured on a device.
-    """
-    check_choice("metric", metric, COST_METRICS)
-    get_task(dataset)
-    _check_positive(channels=channels, cells_per_stage=cells_per_stage)
-    per_op = cells_per_stage * _nb201_op_costs(dataset, int(channels))[COST_METRICS.index(metric)]
-    return np.tile(per_op.astype(np.float64), (6, 1))
-
-
 def expected_cost(logits: jax.Array, edge_costs: jax.Array, temperature: float = 1.0) -> jax.Array:
     """Differentiable cost of a relaxed cell: ``sum_e sum_o softmax(logits_e / T)_o * c[e, o]``.
 
@@ -261,8 +162,8 @@ def expected_cost(logits: jax.Array, edge_costs: jax.Array, temperature: float =
 
     Args:
       logits: ``float[E, K]`` architecture parameters (one row per edge).
-      edge_costs: ``float[E, K]`` cost of each op on each edge (e.g.
-        :func:`nb201_edge_costs`, or a latency table's ``edge_ms()``); normalise it so
+      edge_costs: ``float[E, K]`` cost of each op on each edge (e.g. a space's
+        ``nb201_edge_costs``, or a latency table's ``edge_ms()``); normalise it so
         ``lambda`` has a sensible scale.
       temperature: softmax temperature ``T > 0``.
 
@@ -329,7 +230,7 @@ def _inference(module: nn.Module, input_shape: tuple[int, ...], batch_size: int)
     A hashable module (any decoded network) is a static argument of one shared ``jit``, so
     ``measure_latency_ms`` and ``peak_memory_mb`` of the same network compile it once.
     """
-    _check_positive(batch_size=batch_size)
+    check_positive(batch_size=batch_size)
     shape = (batch_size,) + tuple(input_shape)
     try:
         hash(module)
@@ -374,7 +275,7 @@ def measure_latency_ms(
       warmup: untimed calls first.
       repeats: timed calls; the median is returned.
     """
-    _check_positive(repeats=repeats)
+    check_positive(repeats=repeats)
     if warmup < 0:
         raise NasjaxError(f"warmup must be >= 0, got {warmup!r}")
     if any(isinstance(v, jax.ShapeDtypeStruct) for v in jax.tree_util.tree_leaves(variables)):

@@ -207,7 +207,7 @@ def test_main_job_script_smoke_on_four_devices(tmp_path, smoke_search):
 @pytest.mark.slow
 def test_constrained_search_keeps_the_best_within_the_bounds(capsys, tmp_path):
     """--max-params (exact table) and --max-latency-ms (this device's latency table)."""
-    from nasjax.objectives import nb201_cost_table
+    from nasjax.spaces.nb201_costs import nb201_cost_table
 
     params = nb201_cost_table("params", "mnist1d", channels=4, cells_per_stage=1)
     bound = float(np.percentile(params, 30))  # binding: most cells are over it

@@ -20,11 +20,11 @@ from nasjax.objectives import (
     device_name,
     init_abstract,
     measure_latency_ms,
-    nb201_cost_table,
     network_cost,
     peak_memory_mb,
 )
 from nasjax.spaces.nb201 import NB201Space
+from nasjax.spaces.nb201_costs import nb201_cost_table
 from nasjax.tasks import get_task
 
 SPACE = NB201Space()
@@ -414,7 +414,8 @@ def test_device_name_names_the_default_device():
 
 def test_expected_cost_of_a_relaxed_cell():
     """The differentiable resource term: exact at one-hot logits, gradient toward cheap ops."""
-    from nasjax.objectives import expected_cost, nb201_cost_table, nb201_edge_costs
+    from nasjax.objectives import expected_cost
+    from nasjax.spaces.nb201_costs import nb201_cost_table, nb201_edge_costs
 
     costs = nb201_edge_costs("flops", "imagenet16", channels=4, cells_per_stage=1)
     assert costs.shape == (6, 5) and costs[:, 0].max() == 0 and costs[0, 3] > costs[0, 2] > 0

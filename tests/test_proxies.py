@@ -7,8 +7,8 @@ import pytest
 
 from nasjax.errors import NasjaxError
 from nasjax.evaluation import proxies
-from nasjax.objectives import nb201_cost_table
 from nasjax.spaces import NB201Space
+from nasjax.spaces.nb201_costs import nb201_cost_table
 
 SPACE = NB201Space()
 TINY = dict(channels=4, cells_per_stage=1)

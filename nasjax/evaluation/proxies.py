@@ -61,8 +61,9 @@ import optax
 
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.nets.layers import Conv, avg_pool, conv
-from nasjax.objectives import nb201_cost_table, network_cost
+from nasjax.objectives import network_cost
 from nasjax.spaces.nb201 import NB201Space
+from nasjax.spaces.nb201_costs import nb201_cost_table
 from nasjax.spaces.nb201_functional import NB201Functional, batch_norm, to_flax_variables
 from nasjax.spaces.nb201_net import _BN_EPSILON, EDGES, OPS
 from nasjax.tasks import get_task
