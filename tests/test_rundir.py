@@ -53,7 +53,9 @@ def test_folder_without_checkpoint_is_empty(tmp_path):
 
 def test_existing_run_is_refused_without_resume(tmp_path):
     run_steps(tmp_path, [1, 2])
-    with pytest.raises(NasjaxError, match=r"already holds a run \(checkpoint of step 2\).*--resume"):
+    with pytest.raises(
+        NasjaxError, match=r"already holds a run \(checkpoint of step 2\).*--resume"
+    ):
         open_run(tmp_path)
 
 
@@ -112,15 +114,21 @@ def test_damaged_latest_checkpoint_falls_back_to_the_older(tmp_path, capsys):
 
 
 def test_flipped_bytes_are_caught_by_the_checksum(tmp_path, capsys):
-    run_steps(tmp_path, [1, 2])
-    data = [p for p in (tmp_path / CHECKPOINT_DIR / "2").rglob("*") if p.parent.name == "d"]
-    for path in data:
-        raw = bytearray(path.read_bytes())
-        raw[-1] ^= 0xFF
-        path.write_bytes(bytes(raw))
-    step, _ = run_steps(tmp_path, [], resume=True)
+    weights = np.random.default_rng(0).normal(size=(2, 3000)).astype(np.float32)
+    with open_run(tmp_path) as run:
+        for step in (1, 2):
+            run.save(step, {"w": jnp.asarray(weights[step - 1])})
+    files = [p for p in (tmp_path / CHECKPOINT_DIR / "2").rglob("*") if p.parent.name == "d"]
+    data = max(files, key=lambda p: p.stat().st_size)  # the array's bytes, read silently
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with open_run(tmp_path, resume=True) as run:
+        step, state = run.restore({"w": jnp.zeros(3000)})
     err = capsys.readouterr().err
-    assert step == 1 and "checkpoint 2" in err and "checksum mismatch" in err
+    assert step == 1
+    np.testing.assert_array_equal(state["w"], weights[0])
+    assert "checkpoint 2" in err and "checksum mismatch" in err
 
 
 def test_every_checkpoint_damaged_is_one_line(tmp_path):
