@@ -68,7 +68,8 @@ from nasjax.errors import NasjaxError, check_choice  # noqa: E402
 from nasjax.evaluation.training import TrainConfig  # noqa: E402
 from nasjax.pareto import pareto_mask  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
-from nasjax.search import RESULTS_FILE, run_search, write_json_atomic  # noqa: E402
+from nasjax.rundir import write_json_atomic  # noqa: E402
+from nasjax.search import RESULTS_FILE, run_search  # noqa: E402
 from nasjax.spaces.compress import CompressedSpace  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402

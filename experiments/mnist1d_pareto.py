@@ -51,7 +51,8 @@ from nasjax.latency import (  # noqa: E402
 from nasjax.objectives import benchmark_variables, measure_latency_ms  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
-from nasjax.search import run_search, write_json_atomic  # noqa: E402
+from nasjax.rundir import write_json_atomic  # noqa: E402
+from nasjax.search import run_search  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402
 

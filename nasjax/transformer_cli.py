@@ -25,7 +25,8 @@ import numpy as np
 from nasjax.errors import NasjaxError
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
 from nasjax.objectives import device_name
-from nasjax.search import run_search, write_json_atomic
+from nasjax.rundir import write_json_atomic
+from nasjax.search import run_search
 from nasjax.spaces.transformer import TransformerSpace
 from nasjax.strategies import make_strategy
 from nasjax.text import load_text
