@@ -61,6 +61,14 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int = 2)
         raise
 
 
+def flags_config(args: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of a parsed command line (an ``argparse.Namespace``) that change a
+    run's results: every flag but ``--out``, ``--resume``, ``--no-progress``, the
+    subcommand and ``skip`` (e.g. values derived from flags that are not JSON)."""
+    ignored = ("command", "out", "resume", "no_progress", *skip)
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ignored}
+
+
 def nasjax_version() -> str:
     """The installed nasjax version (``"unknown"`` when run from a bare source tree)."""
     try:

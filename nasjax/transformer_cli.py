@@ -25,7 +25,7 @@ import numpy as np
 from nasjax.errors import NasjaxError
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
 from nasjax.objectives import device_name
-from nasjax.rundir import write_json_atomic
+from nasjax.rundir import RunDir, flags_config, write_json_atomic
 from nasjax.search import run_search
 from nasjax.spaces.transformer import TransformerSpace
 from nasjax.strategies import make_strategy
@@ -102,6 +102,8 @@ def transformer_search(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name) < 1:
             raise NasjaxError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     t0 = time.time()
+    run_config = flags_config(args)  # a changed --seed etc. is refused on --resume
+    RunDir.check(Path(args.out), run_config, resume=args.resume)
     space = TransformerSpace()
     data = load_text(getattr(args, "text", None))
     mode = "elastic" if args.smoke else "decoded"  # smoke: one compile for every model
@@ -126,6 +128,7 @@ def transformer_search(args: argparse.Namespace) -> dict[str, Any]:
         Path(args.out),
         resume=args.resume,
         progress=not args.no_progress,
+        config=run_config,
     )
     final_config = _config(args, args.final_steps, mode)
     final = train_lm_population(key_train, result.best_genotype[None], data, space, final_config)
