@@ -166,19 +166,18 @@ class RunDir:
         log_name: str,
         fingerprint: dict | None = None,
         *,
-        latest: int | None = None,
-        config_saved: bool = False,
+        check: bool = False,
         quiet: bool = False,
     ) -> None:
-        """Use :meth:`open`; this only stores its arguments."""
+        """Use :meth:`open`; this stores its arguments and opens the checkpoints."""
         self.out = out
         self.log_path = None if out is None else out / log_name
         self.fingerprint = fingerprint
-        self.latest = latest
-        self.num_lines = 0
-        self._config_saved = config_saved
+        self.latest: int | None = None  # the newest checkpoint's step
+        self.num_lines = 0  # lines in the log
+        self._config_saved = False  # run_config.json written (or already there)
+        self._check = check  # compare the config on resume
         self._quiet = quiet
-        self._check = False  # compare the config on resume (``open`` with a config)
         self._manager = None if out is None else _manager(out)
 
     @classmethod
@@ -214,8 +213,7 @@ class RunDir:
             "config": json.loads(json.dumps(config or {})),  # as it reads back
             "nasjax_version": nasjax_version(),
         }
-        run = cls(out, log_name, fingerprint, quiet=quiet)
-        run._check = config is not None
+        run = cls(out, log_name, fingerprint, check=config is not None, quiet=quiet)
         try:
             run.latest = run._manager.latest_step()
             if run.latest is not None and not resume:

@@ -102,10 +102,10 @@ def transformer_search(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name) < 1:
             raise NasjaxError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     t0 = time.time()
-    run_config = flags_config(args)  # a changed --seed etc. is refused on --resume
-    RunDir.check(Path(args.out), run_config, resume=args.resume)
     space = TransformerSpace()
     data = load_text(getattr(args, "text", None))
+    run_config = flags_config(args)  # a changed --seed etc. is refused on --resume
+    RunDir.check(Path(args.out), run_config, resume=args.resume)
     mode = "elastic" if args.smoke else "decoded"  # smoke: one compile for every model
     config = _config(args, args.steps, mode)
     options: dict[str, Any] = {"batch_size": args.batch}
