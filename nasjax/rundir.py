@@ -143,7 +143,8 @@ def _manager(out: Path) -> ocp.CheckpointManager:
         max_to_keep=MAX_TO_KEEP, enable_async_checkpointing=False
     )
     try:
-        return ocp.CheckpointManager((out / CHECKPOINT_DIR).resolve(), options=options)
+        with _logging_off():  # absl ERROR lines about a damaged step's metadata
+            return ocp.CheckpointManager((out / CHECKPOINT_DIR).resolve(), options=options)
     except Exception as err:  # e.g. OUT/checkpoints is a file
         raise NasjaxError(f"cannot open the checkpoints of {out}: {_short(err)}") from None
 
@@ -215,7 +216,8 @@ class RunDir:
         }
         run = cls(out, log_name, fingerprint, check=config is not None, quiet=quiet)
         try:
-            run.latest = run._manager.latest_step()
+            with _logging_off():
+                run.latest = run._manager.latest_step()
             if run.latest is not None and not resume:
                 raise NasjaxError(
                     f"{out} already holds a run (checkpoint of step {run.latest}); pass "
@@ -275,7 +277,9 @@ class RunDir:
         if self.out is None or self.latest is None:
             return 0, target
         damaged = []
-        for step in sorted(self._manager.all_steps(), reverse=True):
+        with _logging_off():
+            steps = sorted(self._manager.all_steps(), reverse=True)
+        for step in steps:
             try:
                 tree, num_lines = self._restore_step(step, target)
                 break
