@@ -48,7 +48,7 @@ import numpy as np
 from nasjax.cli import OneLineErrorParser
 from nasjax.errors import NasjaxError
 from nasjax.evaluation.tabular import DATASETS, DEFAULT_BUDGET_S, load_nb201, run_seeds
-from nasjax.search import write_json_atomic
+from nasjax.rundir import write_json_atomic
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 

@@ -53,7 +53,7 @@ from nasjax.evaluation.training import (  # noqa: E402
     compile_population,
     population_mesh,
 )
-from nasjax.search import write_json_atomic  # noqa: E402
+from nasjax.rundir import write_json_atomic  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.spaces.nb201_functional import TRUNCATED_NORMAL_STD  # noqa: E402
 from nasjax.spaces.nb201_net import EDGES, OPS  # noqa: E402

@@ -68,7 +68,8 @@ from nasjax.errors import NasjaxError, check_choice  # noqa: E402
 from nasjax.evaluation.training import TrainConfig  # noqa: E402
 from nasjax.pareto import pareto_mask  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
-from nasjax.search import RESULTS_FILE, run_search, write_json_atomic  # noqa: E402
+from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
+from nasjax.search import RESULTS_FILE, run_search  # noqa: E402
 from nasjax.spaces.compress import CompressedSpace  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402
@@ -172,6 +173,9 @@ def seeded(strategy, genotypes: np.ndarray, fitness: np.ndarray):
 def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     out = Path(args.out)
+    run_config = flags_config(args, skip=("arch_genotype",))  # a numpy copy of --arch
+    for name in ("mixed", "joint"):  # bad --out/--resume fails before the baselines
+        RunDir.check(out / name, run_config, resume=args.resume)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.dataset, seed=args.seed)
     arch = tuple(int(v) for v in args.arch_genotype)
@@ -225,6 +229,7 @@ def run(args: argparse.Namespace) -> dict:
             out / name,
             resume=args.resume,
             progress=not args.no_progress,
+            config=run_config,
         )
         searched[name] = _records(out / name / RESULTS_FILE)
         times[f"{name}_s"] = time.perf_counter() - t0

@@ -47,7 +47,7 @@ from nasjax.objectives import count_params, init_abstract  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
 from nasjax.relaxation.methods import METHODS, UNROLLED, method_config  # noqa: E402
 from nasjax.relaxation.search import gradient_search  # noqa: E402
-from nasjax.search import write_json_atomic  # noqa: E402
+from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
 from nasjax.spaces import make_space  # noqa: E402
 
 SPACES = ("nb201", "darts")
@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Searches, retrains the found genotype and writes ``result.json`` and ``alpha.png``."""
     _sizes(args)
     out = Path(args.out)
+    run_config = flags_config(args)  # --resume with another --method, --seed... is refused
+    RunDir.check(out, run_config, resume=args.resume)
     data = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     space = make_space(args.space)
     mode = METHODS[args.method]
@@ -173,6 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out,
         resume=args.resume,
         progress=not args.no_progress,
+        run_config=run_config,
     )
     t0 = time.time()
     final_size = _network_size(args.space, args.final_channels, args.final_cells)

@@ -51,7 +51,8 @@ from nasjax.latency import (  # noqa: E402
 from nasjax.objectives import benchmark_variables, measure_latency_ms  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
-from nasjax.search import run_search, write_json_atomic  # noqa: E402
+from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
+from nasjax.search import run_search  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402
 
@@ -87,6 +88,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     out = Path(args.out)
+    run_config = flags_config(args)
+    for name in STRATEGIES:  # bad --out/--resume fails before the latency table
+        RunDir.check(out / name, run_config, resume=args.resume)
     out.mkdir(parents=True, exist_ok=True)
     space = NB201Space()
     data = load_dataset("mnist1d", seed=args.seed)
@@ -148,6 +152,7 @@ def run(args: argparse.Namespace) -> dict:
             out / name,
             resume=args.resume,
             progress=not args.no_progress,
+            config=run_config,
         )
         records = [
             json.loads(line) for line in (out / name / "results.jsonl").read_text().splitlines()

@@ -52,7 +52,7 @@ from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.tabular import latency_columns, load_nb201_columns, query_table
 from nasjax.pareto import front_recovery, hypervolume_2d, igd, pareto_mask
 from nasjax.plots import save_figure
-from nasjax.search import write_json_atomic
+from nasjax.rundir import write_json_atomic
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_costs import nb201_cost_table
 from nasjax.strategies import check_bound_satisfiable, constrained_fitness, make_strategy

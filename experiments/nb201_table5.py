@@ -36,7 +36,7 @@ from nasjax.cli import OneLineErrorParser
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.tabular import DATASETS, DEFAULT_BUDGET_S, load_nb201, run_seeds
 from nasjax.plots import save_figure
-from nasjax.search import write_json_atomic
+from nasjax.rundir import write_json_atomic
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 

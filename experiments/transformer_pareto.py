@@ -51,7 +51,8 @@ from nasjax.errors import NasjaxError  # noqa: E402
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
-from nasjax.search import run_search, write_json_atomic  # noqa: E402
+from nasjax.rundir import write_json_atomic  # noqa: E402
+from nasjax.search import run_search  # noqa: E402
 from nasjax.spaces.transformer import TransformerSpace  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402
 from nasjax.text import load_text  # noqa: E402

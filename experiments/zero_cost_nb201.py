@@ -49,7 +49,7 @@ from nasjax.evaluation.proxies import DATA_FREE, PROXIES, score_one, score_popul
 from nasjax.evaluation.tabular import TEST_COLUMNS, load_nb201, load_nb201_columns, run_seeds
 from nasjax.latency import spearman
 from nasjax.plots import save_figure
-from nasjax.search import write_json_atomic
+from nasjax.rundir import write_json_atomic
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy, proxy_guided_evolution
 from nasjax.tasks import get_task

@@ -42,7 +42,8 @@ from nasjax.objectives import (
     peak_memory_mb,
 )
 from nasjax.plots import plot_search_curve
-from nasjax.search import CHECKPOINT_DIR, RESULTS_FILE, run_search, write_json_atomic
+from nasjax.rundir import RunDir, write_json_atomic
+from nasjax.search import RESULTS_FILE, run_search
 from nasjax.spaces import SPACES, make_space
 from nasjax.spaces.nb201_costs import nb201_cost_table
 from nasjax.strategies import (
@@ -211,27 +212,6 @@ def _validate_search_args(args: argparse.Namespace) -> None:
 _NOT_CONFIG = ("command", "out", "resume", "no_progress")
 
 
-def _check_run_config(args: argparse.Namespace, out: Path) -> None:
-    """Records the flags of a new search; on ``--resume`` refuses flags that differ."""
-    config = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONFIG}
-    path = out / "search_config.json"
-    if args.resume and path.exists():
-        saved = json.loads(path.read_text())
-        changed = [
-            f"--{k.replace('_', '-')} {saved.get(k)!r} -> {v!r}"
-            for k, v in config.items()
-            if saved.get(k) != v
-        ]
-        if changed:
-            raise NasjaxError(
-                f"--resume of {out} with different flags ({'; '.join(changed)}); "
-                "resume with the original flags or choose another --out"
-            )
-    elif not (out / CHECKPOINT_DIR).exists():
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, config)
-
-
 def _constrained(
     evaluator: Evaluator, args: argparse.Namespace, space: Any
 ) -> tuple[Evaluator, dict[str, float], Any]:
@@ -297,6 +277,8 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     _validate_search_args(args)
     t0 = time.time()
     out = Path(args.out)
+    config = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONFIG}
+    RunDir.check(out, config, resume=args.resume)  # bad --out/--resume before any work
     data = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     space = make_space(args.space)
     options = {"batch_size": args.batch}
@@ -305,7 +287,6 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
     strategy = make_strategy(args.strategy, space, **options)
     evaluator = training_evaluator(space, data, _train_config(args, args.steps))
     evaluator, bounds, costs = _constrained(evaluator, args, space)
-    _check_run_config(args, out)
     generations = -(-args.budget // args.batch)
     key_search, key_final = jax.random.split(jax.random.key(args.seed))
     result = run_search(
@@ -317,6 +298,7 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         out,
         resume=args.resume,
         progress=not args.no_progress,
+        config=config,
     )
     final_config = _train_config(args, args.final_steps)
     final = train_population(key_final, result.best_genotype[None], data, space, final_config)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,6 +41,7 @@ import numpy as np
 
 from nasjax.errors import NasjaxError, check_positive
 from nasjax.objectives import benchmark_variables, device_name, measure_latency_ms
+from nasjax.rundir import write_json_atomic
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_net import Cell, Edge
@@ -92,7 +92,7 @@ class LatencyTable(NamedTuple):
         record = {"format": FORMAT, "version": VERSION, **self._asdict()}
         record["op_ms"] = np.asarray(self.op_ms).tolist()
         record["ops"] = list(self.ops)
-        _write_atomic(Path(path), json.dumps(record, indent=1))
+        write_json_atomic(path, record, indent=1)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> LatencyTable:
@@ -127,18 +127,6 @@ def live_edges(genotypes: Any) -> Any:
     node1 = used[..., 4] | (used[..., 2] & node2)
     out = xp.ones_like(node1)
     return used & xp.stack([node1, node2, node2, out, out, out], axis=-1)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _EdgeProbe(nn.Module):

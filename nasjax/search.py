@@ -4,32 +4,29 @@ Each generation asks the strategy for a batch of genotypes, evaluates them in on
 tells the fitness back (MAXIMISED; NaN is the worst), appends one JSON line per evaluated
 architecture to ``results.jsonl`` and checkpoints the strategy state with orbax. The
 PRNG key of generation ``g`` is ``fold_in(key, g)``, so a run resumed from its last
-checkpoint produces exactly the records an uninterrupted run would have.
+checkpoint produces exactly the records an uninterrupted run would have. The run folder
+(refusals, checkpoints, the log, the settings) is a :class:`nasjax.rundir.RunDir`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from nasjax.errors import NasjaxError
+from nasjax.rundir import RunDir
 from nasjax.spaces.base import SearchSpace
 from nasjax.strategies.base import Strategy
 
 EvaluateFn = Callable[[jax.Array, jnp.ndarray], tuple[jnp.ndarray, dict[str, Any]]]
 
 RESULTS_FILE = "results.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 
 
 class SearchResult(NamedTuple):
@@ -39,25 +36,6 @@ class SearchResult(NamedTuple):
     best_fitness: float
     num_evaluated: int
     state: Any
-
-
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> None:
-    """Writes JSON to a temporary file and renames it, so no half-written file remains."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _truncate_lines(path: Path, num_lines: int) -> None:
-    """Keeps the first ``num_lines`` lines of ``path`` (records past the checkpoint go)."""
-    if not path.exists():
-        return
-    with path.open("rb") as f:
-        lines = f.readlines()[:num_lines]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(b"".join(lines))
-    os.replace(tmp, path)
 
 
 def _records(
@@ -88,11 +66,6 @@ def _records(
     return out
 
 
-def _checkpoint_manager(out_dir: Path) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
-    return ocp.CheckpointManager((out_dir / CHECKPOINT_DIR).resolve(), options=options)
-
-
 def run_search(
     key: jax.Array,
     space: SearchSpace,
@@ -103,6 +76,7 @@ def run_search(
     *,
     resume: bool = False,
     progress: bool = True,
+    config: dict | None = None,
 ) -> SearchResult:
     """Runs ``num_generations`` ask/evaluate/tell rounds.
 
@@ -114,64 +88,45 @@ def run_search(
         ``[B]``, or ``[B, M]`` for a multi-objective strategy (recorded as a list), and
         maximised; metrics entries of shape ``[B]`` are copied into the records.
       num_generations: number of rounds (``B * num_generations`` evaluations).
-      out_dir: where ``results.jsonl`` and ``checkpoints/`` go; ``None`` keeps nothing.
+      out_dir: the run folder (:class:`nasjax.rundir.RunDir`: ``results.jsonl``,
+        ``checkpoints/``, ``run_config.json``); ``None`` keeps nothing.
       resume: continue from the last checkpoint in ``out_dir`` (records after it are
-        dropped and recomputed, identically).
+        dropped and recomputed, identically); refused if ``config`` differs from the run's.
       progress: show a tqdm bar with the best fitness so far.
+      config: every setting that changes the results (e.g. the command-line flags),
+        stored with the first checkpoint and compared on ``resume``; ``None``: unchecked.
 
     Returns:
       The best genotype, its fitness, the number evaluated and the final state.
     """
     key_init, key_loop = jax.random.split(key)
     state = strategy.init(key_init)
-    start, num_records = 0, 0
-    manager = None
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        manager = _checkpoint_manager(out_dir)
-        latest = manager.latest_step()
-        if latest is not None and not resume:
-            raise NasjaxError(
-                f"{out_dir} already holds a search (checkpoint of generation {latest}); "
-                "pass --resume to continue it or choose another --out"
-            )
-        if latest is not None:
-            target = {"state": state, "num_records": jnp.int32(0)}
-            restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
-            state, num_records, start = restored["state"], int(restored["num_records"]), latest
-        _truncate_lines(out_dir / RESULTS_FILE, num_records)
-
     ask, tell = jax.jit(strategy.ask), jax.jit(strategy.tell)
-    t0 = time.time()
-    bar = tqdm(
-        total=num_generations, initial=start, desc="search", unit="gen", disable=not progress
-    )
-    for generation in range(start, num_generations):
-        key_ask, key_eval = jax.random.split(jax.random.fold_in(key_loop, generation))
-        population, state = ask(key_ask, state)
-        fitness, metrics = evaluate(key_eval, population)
-        state, told = tell(state, population, fitness)
-        records = _records(
-            space,
-            generation,
-            np.asarray(population),
-            np.asarray(fitness),
-            metrics,
-            time.time() - t0,
+    with RunDir.open(out_dir, config, resume=resume, log_name=RESULTS_FILE) as run:
+        start, state = run.restore(state)
+        t0 = time.time()
+        bar = tqdm(
+            total=num_generations, initial=start, desc="search", unit="gen", disable=not progress
         )
-        if manager is not None:
-            with (out_dir / RESULTS_FILE).open("a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in records)
-            num_records += len(records)
-            tree = {"state": state, "num_records": jnp.int32(num_records)}
-            manager.save(generation + 1, args=ocp.args.StandardSave(tree))
-        bar.set_postfix(best=f"{float(told['best_fitness']):.4f}")
-        bar.update(1)
-    bar.close()
-    if manager is not None:
-        manager.wait_until_finished()
-        manager.close()
+        for generation in range(start, num_generations):
+            key_ask, key_eval = jax.random.split(jax.random.fold_in(key_loop, generation))
+            population, state = ask(key_ask, state)
+            fitness, metrics = evaluate(key_eval, population)
+            state, told = tell(state, population, fitness)
+            run.append(
+                _records(
+                    space,
+                    generation,
+                    np.asarray(population),
+                    np.asarray(fitness),
+                    metrics,
+                    time.time() - t0,
+                )
+            )
+            run.save(generation + 1, state)
+            bar.set_postfix(best=f"{float(told['best_fitness']):.4f}")
+            bar.update(1)
+        bar.close()
     best = state.best
     return SearchResult(
         best_genotype=np.asarray(best.genotype),

@@ -25,7 +25,8 @@ import numpy as np
 from nasjax.errors import NasjaxError
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
 from nasjax.objectives import device_name
-from nasjax.search import run_search, write_json_atomic
+from nasjax.rundir import RunDir, flags_config, write_json_atomic
+from nasjax.search import run_search
 from nasjax.spaces.transformer import TransformerSpace
 from nasjax.strategies import make_strategy
 from nasjax.text import load_text
@@ -103,6 +104,8 @@ def transformer_search(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     space = TransformerSpace()
     data = load_text(getattr(args, "text", None))
+    run_config = flags_config(args)  # a changed --seed etc. is refused on --resume
+    RunDir.check(Path(args.out), run_config, resume=args.resume)
     mode = "elastic" if args.smoke else "decoded"  # smoke: one compile for every model
     config = _config(args, args.steps, mode)
     options: dict[str, Any] = {"batch_size": args.batch}
@@ -125,6 +128,7 @@ def transformer_search(args: argparse.Namespace) -> dict[str, Any]:
         Path(args.out),
         resume=args.resume,
         progress=not args.no_progress,
+        config=run_config,
     )
     final_config = _config(args, args.final_steps, mode)
     final = train_lm_population(key_train, result.best_genotype[None], data, space, final_config)

@@ -3,10 +3,12 @@ the DARTS space once) and experiments/bench_darts_search.py; bad flags."""
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import load_experiment
 
+from nasjax.rundir import RunDir, flags_config
 from nasjax.spaces import NB201Space
 
 
@@ -33,6 +35,22 @@ def test_bad_flags_are_one_line_errors(script, tmp_path, capsys, flags, message)
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_resume_with_other_flags_is_refused_before_any_work(script, tmp_path, capsys):
+    """A run folder started with seed 0 and darts1: --resume with gdas and seed 5 is one
+    line naming both (checked before the data loads or anything compiles)."""
+    argv = ["--smoke", "--no-progress", "--out", str(tmp_path)]
+    args = script.parse_args(argv)
+    script._sizes(args)
+    with RunDir.open(tmp_path, flags_config(args), resume=False, log_name="search.jsonl") as run:
+        run.save(1, {"x": jnp.zeros(2)})
+    code = script.main([*argv, "--resume", "--method", "gdas", "--seed", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--method 'darts1' -> 'gdas'" in err[0] and "--seed 0 -> 5" in err[0]
+    assert script.main(argv) == 2  # without --resume: the folder holds a run
+    assert "already holds a run" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -254,7 +254,7 @@ def test_gradient_search_logs_resumes_and_repeats(tmp_path):
     chex.assert_trees_all_equal(logged.state.alpha, full.state.alpha)
     lines = (tmp_path / "search.jsonl").read_text().splitlines()
     assert [json.loads(line)["arch"] for line in lines] == [h["arch"] for h in full.history]
-    with pytest.raises(NasjaxError, match="already holds a search"):
+    with pytest.raises(NasjaxError, match="already holds a run"):
         gradient_search(jax.random.key(0), space, net, config, data, out_dir=tmp_path, **kw)
     # Interrupted after epoch 2 (its last checkpoint), then resumed: the same search.
     shutil.rmtree(tmp_path / "checkpoints" / "3")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nasjax.errors import NasjaxError
-from nasjax.search import RESULTS_FILE, run_search, write_json_atomic
+from nasjax.search import RESULTS_FILE, run_search
 from nasjax.spaces import NB201Space
 from nasjax.strategies import make_strategy
 
@@ -104,12 +104,3 @@ def test_same_seed_same_result(strategy):
     b = run_search(jax.random.key(3), SPACE, strategy, cheap_evaluate, 5, progress=False)
     np.testing.assert_array_equal(a.best_genotype, b.best_genotype)
     assert a.best_fitness == b.best_fitness
-
-
-def test_write_json_atomic_leaves_no_partial_file(tmp_path):
-    path = tmp_path / "summary.json"
-    write_json_atomic(path, {"a": 1})
-    with pytest.raises(TypeError):
-        write_json_atomic(path, {"a": object()})  # not serialisable: fails before rename
-    assert json.loads(path.read_text()) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import load_experiment
@@ -12,6 +13,7 @@ from conftest import load_experiment
 from nasjax.cli import main as cli_main
 from nasjax.errors import NasjaxError
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
+from nasjax.rundir import RunDir
 from nasjax.spaces.transformer import TransformerSpace
 from nasjax.text import load_text
 
@@ -101,6 +103,15 @@ def test_cli_bad_input(capsys, argv, message):
     assert cli_main(argv[:1] + ["--space", "transformer"] + argv[1:]) == 2
     err = capsys.readouterr().err
     assert err.startswith("nasjax: error:") and message in err and err.count("\n") == 1
+
+
+def test_cli_search_resume_with_another_seed_is_refused(tmp_path, capsys):
+    with RunDir.open(tmp_path, {"seed": 0}, resume=False, log_name="results.jsonl") as run:
+        run.save(1, {"x": jnp.zeros(2)})
+    argv = ["search", "--space", "transformer", "--smoke", "--out", str(tmp_path), "--resume"]
+    assert cli_main([*argv, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed 0 -> 1" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow

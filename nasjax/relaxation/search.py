@@ -10,16 +10,13 @@ orbax, so a resumed run continues exactly where it stopped with the same result.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from nasjax.data import Dataset, batch_indices
@@ -32,11 +29,10 @@ from nasjax.relaxation.methods import (
     search_epoch,
     temperature,
 )
-from nasjax.search import _truncate_lines
+from nasjax.rundir import RunDir
 from nasjax.spaces.base import SearchSpace
 
 LOG_FILE = "search.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 PARAMETER_FREE_OPS = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3"})
 """Ops without weights in the NB201 and DARTS spaces (the ones DARTS collapses toward)."""
 
@@ -124,6 +120,7 @@ def gradient_search(
     *,
     resume: bool = False,
     progress: bool = True,
+    run_config: dict | None = None,
 ) -> GradientSearchResult:
     """Runs ``epochs`` epochs of ``config.method`` over ``net`` and derives a genotype.
 
@@ -135,9 +132,13 @@ def gradient_search(
       data: the dataset; its training split is halved between weights and architecture.
       epochs: search epochs.
       batch_size: examples per step in each half.
-      out_dir: where ``search.jsonl`` and ``checkpoints/`` go; ``None`` keeps nothing.
-      resume: continue from the last checkpoint in ``out_dir``.
+      out_dir: the run folder (:class:`nasjax.rundir.RunDir`: ``search.jsonl``,
+        ``checkpoints/``, ``run_config.json``); ``None`` keeps nothing.
+      resume: continue from the last checkpoint in ``out_dir`` (the history is re-read
+        from its log); refused if ``run_config`` differs from the run's.
       progress: show a tqdm bar.
+      run_config: every setting that changes the results (e.g. the script's flags),
+        stored with the first checkpoint and compared on ``resume``; ``None``: unchecked.
 
     Returns:
       The final genotype and arch string, the per-epoch log, the state and the wall time.
@@ -156,47 +157,30 @@ def gradient_search(
         )
     key_init, key_loop = jax.random.split(key)
     state = init_state(key_init, net, config)
-    history: list[dict] = []
-    start, manager = 0, None
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
-        manager = ocp.CheckpointManager((out_dir / CHECKPOINT_DIR).resolve(), options=options)
-        latest = manager.latest_step()
-        if latest is not None and not resume:
-            raise NasjaxError(
-                f"{out_dir} already holds a search (checkpoint of epoch {latest}); pass "
-                "--resume to continue it or choose another --out"
-            )
-        if latest is not None:
-            state = manager.restore(latest, args=ocp.args.StandardRestore(state))
-            start = latest
-        _truncate_lines(out_dir / LOG_FILE, start)
-        if (out_dir / LOG_FILE).exists():
-            history = [json.loads(line) for line in (out_dir / LOG_FILE).read_text().splitlines()]
-    t0 = time.time() - (history[-1]["wall_s"] if history else 0.0)
-    bar = tqdm(total=epochs, initial=start, desc=config.method, unit="epoch", disable=not progress)
-    for epoch in range(start, epochs):
-        key_epoch, key_w, key_a = jax.random.split(jax.random.fold_in(key_loop, epoch), 3)
-        n = halves[0].shape[0]
-        indices = (
-            batch_indices(key_w, n, batch_size, steps),
-            batch_indices(key_a, n, batch_size, steps),
+    with RunDir.open(out_dir, run_config, resume=resume, log_name=LOG_FILE) as run:
+        start, state = run.restore(state)
+        history = run.read_log()
+        t0 = time.time() - (history[-1]["wall_s"] if history else 0.0)
+        bar = tqdm(
+            total=epochs, initial=start, desc=config.method, unit="epoch", disable=not progress
         )
-        state, metrics = search_epoch(net, config, state, key_epoch, halves, indices)
-        record = _epoch_record(space, net, config, state, epoch + 1, metrics, time.time() - t0)
-        history.append(record)
-        if manager is not None:
-            with (out_dir / LOG_FILE).open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            manager.save(epoch + 1, args=ocp.args.StandardSave(state))
-        bar.set_postfix(entropy=f"{record['alpha_entropy']:.3f}", free=record["num_parameter_free"])
-        bar.update(1)
-    bar.close()
-    if manager is not None:
-        manager.wait_until_finished()
-        manager.close()
+        for epoch in range(start, epochs):
+            key_epoch, key_w, key_a = jax.random.split(jax.random.fold_in(key_loop, epoch), 3)
+            n = halves[0].shape[0]
+            indices = (
+                batch_indices(key_w, n, batch_size, steps),
+                batch_indices(key_a, n, batch_size, steps),
+            )
+            state, metrics = search_epoch(net, config, state, key_epoch, halves, indices)
+            record = _epoch_record(space, net, config, state, epoch + 1, metrics, time.time() - t0)
+            history.append(record)
+            run.append([record])
+            run.save(epoch + 1, state)
+            bar.set_postfix(
+                entropy=f"{record['alpha_entropy']:.3f}", free=record["num_parameter_free"]
+            )
+            bar.update(1)
+        bar.close()
     genotype = np.asarray(history[-1]["genotype"], np.int32)
     return GradientSearchResult(
         genotype=genotype,
