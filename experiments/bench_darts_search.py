@@ -35,8 +35,8 @@ from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.data import batch_indices, load_dataset  # noqa: E402
 from nasjax.objectives import device_name  # noqa: E402
 from nasjax.relaxation.methods import METHODS, init_state, method_config, search_epoch  # noqa: E402
-from nasjax.relaxation.search import split_halves  # noqa: E402
 from nasjax.rundir import write_json_atomic  # noqa: E402
+from nasjax.search.gradient import split_halves  # noqa: E402
 from nasjax.spaces import NB201Space  # noqa: E402
 from nasjax.spaces.nb201_net import EDGES, OPS  # noqa: E402
 

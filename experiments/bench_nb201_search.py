@@ -47,8 +47,9 @@ import numpy as np
 
 from nasjax.cli import OneLineErrorParser
 from nasjax.errors import NasjaxError
-from nasjax.evaluation.tabular import DATASETS, DEFAULT_BUDGET_S, load_nb201, run_seeds
+from nasjax.evaluation.tabular import DATASETS, load_nb201
 from nasjax.rundir import write_json_atomic
+from nasjax.search.tabular import DEFAULT_BUDGET_S, run_seeds
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 

@@ -46,8 +46,8 @@ from nasjax.evaluation.training import TrainConfig  # noqa: E402
 from nasjax.objectives import count_params, init_abstract  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
 from nasjax.relaxation.methods import METHODS, UNROLLED, method_config  # noqa: E402
-from nasjax.relaxation.search import gradient_search  # noqa: E402
 from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
+from nasjax.search.gradient import gradient_search  # noqa: E402
 from nasjax.spaces import make_space  # noqa: E402
 
 SPACES = ("nb201", "darts")

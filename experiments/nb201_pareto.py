@@ -49,10 +49,11 @@ import numpy as np
 
 from nasjax.cli import OneLineErrorParser, run_script
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.evaluation.tabular import latency_columns, load_nb201_columns, query_table
+from nasjax.evaluation.tabular import latency_columns, load_nb201_columns
 from nasjax.pareto import front_recovery, hypervolume_2d, igd, pareto_mask
 from nasjax.plots import save_figure
 from nasjax.rundir import write_json_atomic
+from nasjax.search.tabular import query_table
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_costs import nb201_cost_table
 from nasjax.strategies import check_bound_satisfiable, constrained_fitness, make_strategy

@@ -9,7 +9,8 @@ import pytest
 from conftest import load_experiment
 
 from nasjax.errors import NasjaxError
-from nasjax.evaluation.tabular import latency_columns, load_nb201_columns, query_table
+from nasjax.evaluation.tabular import latency_columns, load_nb201_columns
+from nasjax.search.tabular import query_table
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nasjax.errors import NasjaxError
-from nasjax.evaluation.tabular import query_table
+from nasjax.search.tabular import query_table
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 from nasjax.strategies.proxy_guided import proxy_guided_evolution

@@ -27,7 +27,7 @@ from nasjax.nets.mixed import (
 )
 from nasjax.nets.relaxed import ArchWeights, RelaxedNetwork, check_arch_logits
 from nasjax.relaxation import methods as M
-from nasjax.relaxation.search import gradient_search, num_parameter_free, op_entropy
+from nasjax.search.gradient import gradient_search, num_parameter_free, op_entropy
 from nasjax.spaces import DartsSpace, NB201Space
 from nasjax.spaces.nb201_net import EDGES
 

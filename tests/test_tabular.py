@@ -12,7 +12,8 @@ from conftest import load_experiment
 
 from nasjax.errors import NasjaxError
 from nasjax.evaluation import tabular
-from nasjax.evaluation.tabular import load_nb201, max_queries_for, run_seeds, simulate
+from nasjax.evaluation.tabular import load_nb201
+from nasjax.search.tabular import max_queries_for, run_seeds, simulate
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 

@@ -2,9 +2,8 @@
 
 A space provides its relaxed network (``space.relaxed(dataset, mode, **size)``, see
 :mod:`nasjax.nets.relaxed`); :mod:`~nasjax.relaxation.methods` holds one jit-compiled
-search step per method (``darts1``, ``darts2``, ``gdas``, ``pcdarts``) and
-:func:`~nasjax.relaxation.search.gradient_search` runs the epochs with logs, checkpoints
-and resume.
+search step per method (``darts1``, ``darts2``, ``gdas``, ``pcdarts``), and
+:func:`nasjax.search.gradient_search` runs the epochs with logs, checkpoints and resume.
 """
 
 from nasjax.nets.gumbel import gumbel_softmax
@@ -17,17 +16,14 @@ from nasjax.relaxation.methods import (
     search_epoch,
     search_step,
 )
-from nasjax.relaxation.search import GradientSearchResult, gradient_search
 
 __all__ = [
     "METHODS",
     "ArchWeights",
-    "GradientSearchResult",
     "MethodConfig",
     "RelaxedNetwork",
     "SearchState",
     "check_arch_logits",
-    "gradient_search",
     "gumbel_softmax",
     "method_config",
     "search_epoch",
