@@ -5,7 +5,7 @@ One NB201 cell (default: the best cell ``make search`` found on MNIST-1D) is com
 classifier) a weight and an activation bit-width in {2, 4, 6, 8, 32} and a channel
 keep-ratio in {0.25, 0.5, 0.75, 1}. Every candidate gets the same QAT recipe: ``--steps``
 SGD steps, the first half at full precision, the rest quantization-aware with its policy
-(:mod:`nasjax.compression.evaluate`). Then:
+(:mod:`nasjax.evaluation.compression`). Then:
 
 1. uniform baselines of that network: ``w8a8``, ``w4a4``, ``w2a2`` (QAT), ``keep0.5``,
    ``keep0.25`` (full precision, pruned) and ``w32a32`` (the float network);
@@ -15,7 +15,7 @@ SGD steps, the first half at full precision, the rest quantization-aware with it
    Both NSGA-II runs are told the scored uniform baselines before their first generation
    (no extra training), so they breed from them instead of from random policies;
 4. ``dnas``: the differentiable bit-width search of Wu et al. (2018), one run per cost
-   weight (hard Gumbel-softmax, :mod:`nasjax.compression.dnas`), argmax policies retrained
+   weight (hard Gumbel-softmax, :mod:`nasjax.relaxation.bit_search`), argmax policies retrained
    by the same QAT recipe.
 
 NSGA-II maximises ``(valid accuracy, -bits_total / bits_float)``. The reported front is the
@@ -57,17 +57,17 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
-from nasjax.compression.dnas import dnas_bit_search  # noqa: E402
-from nasjax.compression.evaluate import (  # noqa: E402
+from nasjax.data import DATASETS, load_dataset  # noqa: E402
+from nasjax.errors import NasjaxError, check_choice  # noqa: E402
+from nasjax.evaluation.compression import (  # noqa: E402
     compression_evaluator,
     population_costs,
     train_padded,
 )
-from nasjax.data import DATASETS, load_dataset  # noqa: E402
-from nasjax.errors import NasjaxError, check_choice  # noqa: E402
 from nasjax.evaluation.training import TrainConfig  # noqa: E402
 from nasjax.pareto import pareto_mask  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
+from nasjax.relaxation.bit_search import dnas_bit_search  # noqa: E402
 from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
 from nasjax.search import RESULTS_FILE, run_search  # noqa: E402
 from nasjax.spaces.compress import CompressedSpace  # noqa: E402

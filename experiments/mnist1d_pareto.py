@@ -3,7 +3,7 @@
 The NAS-Bench-201 cell space on MNIST-1D (1D convolutions), every candidate trained from
 scratch by the population trainer (:mod:`nasjax.evaluation.training`), and its inference
 latency on *this* machine predicted by a per-op lookup table measured here first
-(:mod:`nasjax.latency`; the table's Spearman against measured latency is reported). Both
+(:mod:`nasjax.spaces.nb201_latency`; its Spearman against measured latency is reported). Both
 strategies get the same number of trained architectures:
 
 * ``nsga2``: NSGA-II (Deb et al. 2002) told ``(valid accuracy, -latency)``;
@@ -43,17 +43,17 @@ from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.data import load_dataset  # noqa: E402
 from nasjax.errors import NasjaxError  # noqa: E402
 from nasjax.evaluation.training import TrainConfig, train_population  # noqa: E402
-from nasjax.latency import (  # noqa: E402
-    LatencyTable,
-    build_latency_table,
-    evaluate_latency_table,
-)
 from nasjax.objectives import benchmark_variables, measure_latency_ms  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
 from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
 from nasjax.search import run_search  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
+from nasjax.spaces.nb201_latency import (  # noqa: E402
+    LatencyTable,
+    build_latency_table,
+    evaluate_latency_table,
+)
 from nasjax.strategies import make_strategy  # noqa: E402
 
 STRATEGIES = ("nsga2", "random")

@@ -43,10 +43,10 @@ import numpy as np  # noqa: E402
 from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.errors import NasjaxError  # noqa: E402
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population  # noqa: E402
-from nasjax.latency import spearman  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
 from nasjax.rundir import write_json_atomic  # noqa: E402
 from nasjax.spaces.transformer import TransformerSpace  # noqa: E402
+from nasjax.stats import spearman  # noqa: E402
 from nasjax.text import load_text  # noqa: E402
 from nasjax.transformer_costs import PROXIES, training_free_costs  # noqa: E402
 

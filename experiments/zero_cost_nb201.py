@@ -47,11 +47,11 @@ from nasjax.data import load_dataset
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.proxies import DATA_FREE, PROXIES, score_one, score_population
 from nasjax.evaluation.tabular import TEST_COLUMNS, load_nb201, load_nb201_columns
-from nasjax.latency import spearman
 from nasjax.plots import save_figure
 from nasjax.rundir import write_json_atomic
 from nasjax.search.tabular import run_seeds
 from nasjax.spaces.nb201 import NB201Space
+from nasjax.stats import spearman
 from nasjax.strategies import make_strategy, proxy_guided_evolution
 from nasjax.tasks import get_task
 

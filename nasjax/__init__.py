@@ -4,11 +4,10 @@ A genotype is a fixed-shape ``int32`` array; a population is an ``int32[P, D]`` 
 one compiled call trains or scores. Fitness is always MAXIMISED (accuracy-like).
 """
 
-from nasjax.compression.dnas import dnas_bit_search
-from nasjax.compression.evaluate import compression_evaluator
 from nasjax.data import DATASETS, Dataset, batch_indices, load_dataset
 from nasjax.devices import use_cpu_cores
 from nasjax.errors import NasjaxError
+from nasjax.evaluation.compression import compression_evaluator
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
 from nasjax.evaluation.training import (
     Evaluator,
@@ -20,7 +19,6 @@ from nasjax.evaluation.training import (
     train_population,
     training_evaluator,
 )
-from nasjax.latency import LatencyTable, build_latency_table, evaluate_latency_table
 from nasjax.nets.prune import l1_importance, top_k_mask
 from nasjax.nets.quantize import quantize_activation, quantize_weight
 from nasjax.objectives import (
@@ -33,10 +31,12 @@ from nasjax.objectives import (
     peak_memory_mb,
 )
 from nasjax.pareto import crowding_distance, hypervolume_2d, non_dominated_rank, pareto_mask
+from nasjax.relaxation.bit_search import dnas_bit_search
 from nasjax.search import SearchResult, run_search
 from nasjax.spaces import SPACES, NB201Space, SearchSpace, make_space
 from nasjax.spaces.compress import CompressedSpace
 from nasjax.spaces.nb201_costs import nb201_cost_table, nb201_edge_costs
+from nasjax.spaces.nb201_latency import LatencyTable, build_latency_table, evaluate_latency_table
 from nasjax.spaces.transformer import ElasticSupernet, TransformerSpace
 from nasjax.strategies import (
     STRATEGIES,

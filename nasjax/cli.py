@@ -33,7 +33,6 @@ from nasjax.evaluation.training import (
     train_population,
     training_evaluator,
 )
-from nasjax.latency import LatencyTable, build_latency_table
 from nasjax.objectives import (
     benchmark_variables,
     device_name,
@@ -46,6 +45,7 @@ from nasjax.rundir import RunDir, write_json_atomic
 from nasjax.search import RESULTS_FILE, run_search
 from nasjax.spaces import SPACES, make_space
 from nasjax.spaces.nb201_costs import nb201_cost_table
+from nasjax.spaces.nb201_latency import LatencyTable, build_latency_table
 from nasjax.strategies import (
     STRATEGIES,
     check_bound_satisfiable,
@@ -218,8 +218,9 @@ def _constrained(
     """Wraps the evaluator with the ``--max-*`` bounds (``constrained_fitness``).
 
     Params and FLOPs come from the exact NB201 cost tables; latency from a per-op latency
-    table measured on this device first (``nasjax.latency``). Returns the evaluator, the
-    active bounds and a ``costs(genotypes) -> float[B, K]`` function (``None`` if none).
+    table measured on this device first (``nasjax.spaces.nb201_latency``). Returns the
+    evaluator, the active bounds and a ``costs(genotypes) -> float[B, K]`` function
+    (``None`` if none).
     """
     bounds = {
         "params": args.max_params,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from nasjax import cli
-from nasjax.compression.dnas import expected_cost, unit_costs
 from nasjax.compression.nb201_qat import UNITS
 from nasjax.errors import NasjaxError
 from nasjax.objectives import network_cost
+from nasjax.relaxation.bit_search import expected_cost, unit_costs
 from nasjax.spaces import make_space
 from nasjax.spaces.compress import CompressedSpace
 from nasjax.spaces.nb201 import NB201Space
@@ -183,16 +183,34 @@ def net():
     }
 
 
-@pytest.mark.slow  # compiles the whole compressed network
+def _float64(tree):
+    return jax.tree.map(
+        lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+    )
+
+
+# Two programs for the same compressed network (vmapped or not, a one-hot or a scalar
+# bit-width) round differently, and in float32 an activation can then land on the other
+# side of a quantization boundary on one CPU and not another, moving logits by a whole
+# step. These comparisons run in float64, where such a flip has negligible probability, so
+# their tolerances stay tight (a wrong member or unit policy moves logits by ~1e-1).
+@pytest.mark.slow  # compiles the whole compressed network (twice, in float64)
 def test_population_under_vmap_equals_member_by_member(net):
     space = SPACE1
     pop = np.stack([_genotype(space), space.uniform(np.array([3] * 6), 2, 2, 0.25)])
     pop = np.concatenate([pop, np.asarray(space.sample(jax.random.key(3), 2))])
-    params, on = net["params"], net["on"]
-    batched = jax.jit(jax.vmap(lambda g: net["train"](params, on, g)[0]))(jnp.asarray(pop))
-    for i, g in enumerate(pop):
-        alone = net["train"](params, on, jnp.asarray(g))[0]
-        np.testing.assert_allclose(batched[i], alone, rtol=1e-4, atol=1e-5)
+    with jax.enable_x64(True):
+        params, on = _float64(net["params"]), _float64(net["on"])
+        x = net["x"].astype(jnp.float64)
+
+        def forward(g):
+            return net["net"].apply(params, on, x, g, True)[0]
+
+        batched = jax.jit(jax.vmap(forward))(jnp.asarray(pop))
+        alone = jax.jit(forward)
+        assert batched.dtype == jnp.float64
+        for i, g in enumerate(pop):
+            np.testing.assert_allclose(batched[i], alone(jnp.asarray(g)), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.slow  # compiles the whole compressed network
@@ -230,22 +248,10 @@ def test_float_steps_then_policy_and_ptq_calibration(net):
     assert float(jnp.max(jnp.abs(ptq - ref))) < 0.1 * float(jnp.max(jnp.abs(ref)))
 
 
-def _float64(tree):
-    return jax.tree.map(
-        lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
-    )
-
-
 @pytest.mark.slow  # compiles the whole compressed network (twice, in float64)
 def test_mixed_policy_with_one_hot_bits_equals_the_genotype(net):
-    """One-hot bit weights route each unit's bits exactly as the genotype's scalar bits.
-
-    Run in float64: the two programs differ in XLA's rewrites (a constant bit-width folds
-    ``x / levels`` into a multiply), so in float32 an activation can round to the other
-    side of a quantization boundary on one CPU and not another, moving logits by a whole
-    step. In float64 such a flip has negligible probability, so the tolerance stays tight
-    (a unit given the wrong bit-width moves logits by ~1e-1).
-    """
+    """One-hot bit weights route each unit's bits exactly as the genotype's scalar bits
+    (float64: a constant bit-width lets XLA fold ``x / levels`` into a multiply)."""
     arch = NB201Space().from_string(CELL)
     with jax.enable_x64(True):
         params, on = _float64(net["params"]), _float64(net["on"])

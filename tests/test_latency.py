@@ -1,4 +1,4 @@
-"""Tests for nasjax.latency: the table's structure, predictions, JSON file and evaluation.
+"""Tests for nasjax.spaces.nb201_latency: the table's structure, predictions, JSON file and evaluation.
 
 Tiny configuration (MNIST-1D, C=4, one cell per stage, few repeats); no assertion depends on
 how fast anything runs.
@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 
 from nasjax.errors import NasjaxError
-from nasjax.latency import (
+from nasjax.objectives import device_name
+from nasjax.spaces.base import SearchSpace
+from nasjax.spaces.nb201 import NB201Space
+from nasjax.spaces.nb201_latency import (
     LatencyTable,
     _stage_shapes,
     build_latency_table,
     evaluate_latency_table,
     live_edges,
-    spearman,
 )
-from nasjax.objectives import device_name
-from nasjax.spaces.base import SearchSpace
-from nasjax.spaces.nb201 import NB201Space
+from nasjax.stats import spearman
 
 SPACE = NB201Space()
 

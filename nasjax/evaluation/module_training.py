@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from nasjax.data import Dataset, batch_indices
-from nasjax.evaluation.training import TrainConfig, make_optimizer
+from nasjax.training_recipe import TrainConfig, make_optimizer
 
 
 def _split(variables: Any) -> tuple[Any, Any]:

@@ -92,8 +92,8 @@ def nb201_edge_costs(
 
     The additive decomposition behind :func:`nb201_cost_table` (every edge of every cell
     costs the same per op), as the per-edge, per-op cost matrix a relaxed cell needs for
-    :func:`nasjax.objectives.expected_cost`. For latency,
-    :meth:`nasjax.latency.LatencyTable.edge_ms` is the same matrix measured on a device.
+    :func:`nasjax.objectives.expected_cost`. For latency, the same matrix measured on a
+    device is :meth:`nasjax.spaces.nb201_latency.LatencyTable.edge_ms`.
     """
     check_choice("metric", metric, COST_METRICS)
     get_task(dataset)

@@ -45,6 +45,7 @@ from nasjax.rundir import write_json_atomic
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_net import Cell, Edge
+from nasjax.stats import spearman
 from nasjax.tasks import get_task
 
 FORMAT = "nasjax.latency_table"
@@ -216,28 +217,6 @@ def build_latency_table(
         device=device_name(),
         repeats=repeats,
     )
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 of ``x``, ties sharing their mean rank."""
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    starts = np.cumsum(counts) - counts
-    return (starts + (counts - 1) / 2.0)[inverse]
-
-
-def spearman(a: Any, b: Any) -> float:
-    """Spearman rank correlation of two equal-length 1D arrays (ties: mean ranks).
-
-    The Pearson correlation of the ranks; NaN when either array is constant.
-    """
-    ra, rb = _ranks(np.asarray(a).ravel()), _ranks(np.asarray(b).ravel())
-    if ra.shape != rb.shape or ra.size < 2:
-        raise NasjaxError(
-            f"spearman needs two arrays of the same length >= 2, got {ra.size}, {rb.size}"
-        )
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def evaluate_latency_table(

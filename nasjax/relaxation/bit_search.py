@@ -29,10 +29,10 @@ from nasjax.compression.costs import nb201_layers
 from nasjax.compression.nb201_qat import UNITS
 from nasjax.data import Dataset, batch_indices
 from nasjax.errors import NasjaxError
-from nasjax.evaluation.training import TrainConfig, make_optimizer
 from nasjax.nets.gumbel import gumbel_softmax, linear_temperature
 from nasjax.nets.quantize import FULL_PRECISION
 from nasjax.tasks import get_task
+from nasjax.training_recipe import TrainConfig, make_optimizer
 
 
 def unit_costs(space: Any, dataset: str, channels: int, cells_per_stage: int) -> np.ndarray:
