@@ -34,9 +34,11 @@ bench: install  ## speed benchmarks; each prints ratios against a baseline run s
 	$(PY) experiments/bench_population_training.py --population 32 --out runs/bench_population.json
 	$(PY) experiments/bench_darts_search.py --out runs/bench_darts.json
 
-lint: install
+lint: install  ## ruff, the import-layer contract (pyproject.toml) and no private names across modules
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) tools/check_private_imports.py nasjax experiments
 
 format: install
 	$(VENV)/bin/ruff check --fix .
