@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
-from nasjax.objectives import _check_positive, benchmark_variables, device_name, measure_latency_ms
+from nasjax.objectives import benchmark_variables, check_positive, device_name, measure_latency_ms
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_net import Cell, Edge
@@ -200,7 +200,7 @@ def build_latency_table(
       A ``LatencyTable`` for the current default device.
     """
     space = _check_space(space)
-    _check_positive(channels=channels, cells_per_stage=cells_per_stage, batch_size=batch_size)
+    check_positive(channels=channels, cells_per_stage=cells_per_stage, batch_size=batch_size)
     base = space.decode((0,) * 6, dataset, channels=channels, cells_per_stage=cells_per_stage)
     input_shape = get_task(dataset).input_shape
     timing = {"batch_size": batch_size, "warmup": warmup, "repeats": repeats}

@@ -155,7 +155,8 @@ def network_cost(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, i
 # ---------------------------------------------------------------- NAS-Bench-201 table
 
 
-def _check_positive(**values: int) -> None:
+def check_positive(**values: int) -> None:
+    """Raises ``NasjaxError`` naming the first of ``values`` that is not an integer >= 1."""
     for name, value in values.items():
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise NasjaxError(f"{name} must be an integer >= 1, got {value!r}")
@@ -228,7 +229,7 @@ def nb201_cost_table(
     """
     check_choice("metric", metric, COST_METRICS)
     get_task(dataset)
-    _check_positive(channels=channels, cells_per_stage=cells_per_stage)
+    check_positive(channels=channels, cells_per_stage=cells_per_stage)
     return _nb201_table(metric, dataset, int(channels), int(cells_per_stage))
 
 
@@ -244,7 +245,7 @@ def nb201_edge_costs(
     """
     check_choice("metric", metric, COST_METRICS)
     get_task(dataset)
-    _check_positive(channels=channels, cells_per_stage=cells_per_stage)
+    check_positive(channels=channels, cells_per_stage=cells_per_stage)
     per_op = cells_per_stage * _nb201_op_costs(dataset, int(channels))[COST_METRICS.index(metric)]
     return np.tile(per_op.astype(np.float64), (6, 1))
 
@@ -329,7 +330,7 @@ def _inference(module: nn.Module, input_shape: tuple[int, ...], batch_size: int)
     A hashable module (any decoded network) is a static argument of one shared ``jit``, so
     ``measure_latency_ms`` and ``peak_memory_mb`` of the same network compile it once.
     """
-    _check_positive(batch_size=batch_size)
+    check_positive(batch_size=batch_size)
     shape = (batch_size,) + tuple(input_shape)
     try:
         hash(module)
@@ -374,7 +375,7 @@ def measure_latency_ms(
       warmup: untimed calls first.
       repeats: timed calls; the median is returned.
     """
-    _check_positive(repeats=repeats)
+    check_positive(repeats=repeats)
     if warmup < 0:
         raise NasjaxError(f"warmup must be >= 0, got {warmup!r}")
     if any(isinstance(v, jax.ShapeDtypeStruct) for v in jax.tree_util.tree_leaves(variables)):
