@@ -1,8 +1,9 @@
 """The NAS-Bench-201 network with per-layer quantization and channel pruning, as functions.
 
-Built from the blocks of :mod:`nasjax.spaces.nb201_functional` (same parameters, same
-``init``, same BatchNorm): the architecture is a traced ``int32[6]`` and the compression
-policy is traced data too, so ``lax.map``/``vmap`` over a population of differently
+The walk of :func:`nasjax.spaces.nb201_forward.forward` with quantizing, pruning hooks
+(same parameters and ``init`` as :mod:`nasjax.spaces.nb201_functional`, same BatchNorm;
+NAS-Bench-201, Dong & Yang, ICLR 2020): the architecture is a traced ``int32[6]`` and the
+compression policy is traced data too, so ``lax.map``/``vmap`` over a population of differently
 compressed networks is one compiled program (APQ, Wang et al., CVPR 2020, searched the
 same three things jointly; HAQ, Wang et al., CVPR 2019, the per-layer bits).
 
@@ -29,7 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from nasjax.nets.layers import avg_pool, conv
+from nasjax.nets.layers import conv
 from nasjax.nets.prune import channel_rank, kept_count, l1_importance, mask_from_rank
 from nasjax.nets.quantize import (
     FULL_PRECISION,
@@ -38,15 +39,14 @@ from nasjax.nets.quantize import (
     quantize_weight,
     running_range,
 )
-from nasjax.spaces.nb201_functional import NB201Functional, batch_norm
+from nasjax.spaces.nb201_forward import Layers, Params, Site, State, forward
+from nasjax.spaces.nb201_functional import NB201Functional
 from nasjax.spaces.nb201_net import EDGES, OPS
 
 UNITS: tuple[str, ...] = ("stem", "stage0", "reduce1", "stage1", "reduce2", "stage2", "head")
 """Compression units: the stem conv, each stage's cell convs, each reduction block's three
 convs, the classifier. The head has bit-widths only (its outputs are the classes)."""
 
-Params = dict[str, Any]
-State = dict[str, Any]
 Policy = dict[str, dict[str, jax.Array]]
 
 _CONV_OPS = {"nor_conv_1x1": OPS.index("nor_conv_1x1"), "nor_conv_3x3": OPS.index("nor_conv_3x3")}
@@ -86,19 +86,6 @@ def _aq(ctx: _Ctx, x: jax.Array, old: jax.Array, unit: dict, signed: bool):
         return quantize_activation(x, _bits(ctx, bits), r, signed), r
     mixed = mixed_quantize(lambda b: quantize_activation(x, b, r, signed), bits, ctx.bit_choices)
     return jnp.where(ctx.on, mixed, x), r
-
-
-def _qconv(
-    ctx: _Ctx,
-    x: jax.Array,
-    kernel: jax.Array,
-    unit: dict,
-    old_range: jax.Array,
-    signed: bool = False,
-    stride: int = 1,
-) -> tuple[jax.Array, jax.Array]:
-    xq, r = _aq(ctx, x, old_range, unit, signed)
-    return conv(xq, _wq(ctx, kernel, unit), stride, kernel.shape[0] // 2), r
 
 
 def _chosen_l1(p: Params, op: jax.Array) -> jax.Array:
@@ -162,31 +149,9 @@ class CompressedNB201(NamedTuple):
         """Forward pass for an explicit ``arch`` (``int32[6]``) and ``policy``."""
         on = state["step"] >= self.float_steps if train else jnp.bool_(True)
         ctx = _Ctx(train, calibrate, on, self.bit_choices)
-        bn_train = train and not calibrate
-        ranks = self._stream_ranks(params, arch)
-        new: State = {"step": state["step"] + (1 if bn_train else 0)}
-        unit = policy["stem"]
-        y, new["stem_range"] = _qconv(ctx, x, params["stem"], unit, state["stem_range"], True)
-        y, new["stem_bn"] = batch_norm(y, params["stem_bn"], state["stem_bn"], bn_train)
-        x = y * self._mask(ctx, ranks[0], unit)
-        for stage in range(3):
-            if stage > 0:
-                name = f"reduction_{stage}"
-                unit = policy[f"reduce{stage}"]
-                x, new[name] = self._reduction(
-                    ctx, x, params[name], state[name], unit, ranks, stage
-                )
-            unit = policy[f"stage{stage}"]
-            for i in range(self.base.cells_per_stage):
-                name = f"cell_{stage}_{i}"
-                mask = self._mask(ctx, ranks[stage], unit)
-                x, new[name] = self._cell(ctx, x, params[name], state[name], arch, unit, mask)
-        x, new["last_bn"] = batch_norm(x, params["last_bn"], state["last_bn"], bn_train)
-        x = jnp.mean(jax.nn.relu(x), axis=tuple(range(1, 1 + self.base.ndim)))
-        unit = policy["head"]
-        xq, new["head_range"] = _aq(ctx, x, state["head_range"], unit, False)
-        kernel = _wq(ctx, params["classifier"]["kernel"], unit)
-        return xq @ kernel + params["classifier"]["bias"], new
+        layers = _QatLayers(ctx, policy, self._stream_ranks(params, arch))
+        logits, new = forward(layers, params, state, x, arch, self.base.cells_per_stage)
+        return logits, {**new, "step": state["step"] + (1 if layers.train else 0)}
 
     # -------------------------------------------------------------- pruning
     def _stream_ranks(self, params: Params, arch: jax.Array) -> list[jax.Array]:
@@ -207,82 +172,36 @@ class CompressedNB201(NamedTuple):
             ranks.append(channel_rank(l1_importance(params[f"reduction_{stage}"]["conv_a"])))
         return ranks
 
-    @staticmethod
-    def _mask(ctx: _Ctx, rank: jax.Array, unit: dict) -> jax.Array:
-        count = kept_count(unit["k"], rank.size)
-        return jnp.where(ctx.on, mask_from_rank(rank, count), 1.0)
 
-    # -------------------------------------------------------------- blocks
-    def _reduction(
-        self,
-        ctx: _Ctx,
-        x: jax.Array,
-        p: Params,
-        s: State,
-        unit: dict,
-        ranks: list[jax.Array],
-        stage: int,
+_RANGE_KEYS = {"stem": "stem_range", "conv_a": "ra", "conv_b": "rb", "downsample": "rd"}
+"""Where a layer keeps its activation range in its state container (cell convs: "range")."""
+
+
+class _QatLayers(Layers):
+    """The walk's hooks under a policy: quantizing convs and classifier, channel masks."""
+
+    def __init__(self, ctx: _Ctx, policy: Policy, ranks: list[jax.Array]) -> None:
+        super().__init__(train=ctx.train and not ctx.calibrate)
+        self.ctx, self.policy, self.ranks = ctx, policy, ranks
+
+    def conv(
+        self, x: jax.Array, kernel: jax.Array, site: Site, s: State, signed: bool, stride: int
     ) -> tuple[jax.Array, State]:
-        inner = self._mask(ctx, ranks[2 + stage], unit)
-        outer = self._mask(ctx, ranks[stage], unit)
-        bn_train = ctx.train and not ctx.calibrate
-        y, ra = _qconv(ctx, jax.nn.relu(x), p["conv_a"], unit, s["ra"], stride=2)
-        y, bn_a = batch_norm(y, p["bn_a"], s["bn_a"], bn_train)
-        y, rb = _qconv(ctx, jax.nn.relu(y * inner), p["conv_b"], unit, s["rb"])
-        y, bn_b = batch_norm(y, p["bn_b"], s["bn_b"], bn_train)
-        short, rd = _qconv(ctx, avg_pool(x, 2, stride=2), p["downsample"], unit, s["rd"], True)
-        out = (short + y) * outer
-        return out, {"bn_a": bn_a, "bn_b": bn_b, "ra": ra, "rb": rb, "rd": rd}
+        """Fake-quantized input (range kept in ``s``) and weights, then the conv."""
+        unit, key = self.policy[site.unit], _RANGE_KEYS.get(site.layer, "range")
+        xq, r = _aq(self.ctx, x, s[key], unit, signed)
+        y = conv(xq, _wq(self.ctx, kernel, unit), stride, kernel.shape[0] // 2)
+        return y, {**s, key: r}
 
-    def _cell(
-        self,
-        ctx: _Ctx,
-        x: jax.Array,
-        p: Params,
-        s: State,
-        arch: jax.Array,
-        unit: dict,
-        mask: jax.Array,
-    ) -> tuple[jax.Array, State]:
-        nodes, new = [x], {}
-        for node in range(1, 4):
-            total = None
-            for e, (src, dst) in enumerate(EDGES):
-                if dst != node:
-                    continue
-                name = f"edge_{e}"
-                out, new[name] = _edge(ctx, nodes[src], arch[e], p[name], s[name], unit, mask)
-                total = out if total is None else total + out
-            nodes.append(total)
-        return nodes[-1], new
+    def mask(self, y: jax.Array, site: Site, inner: bool = False) -> jax.Array:
+        """Zeroes the pruned channels: prefixes of the stream's (or the block's) ranking."""
+        rank = self.ranks[2 + site.stage if inner else site.stage]
+        count = kept_count(self.policy[site.unit]["k"], rank.size)
+        return y * jnp.where(self.ctx.on, mask_from_rank(rank, count), 1.0)
 
-
-def _edge(
-    ctx: _Ctx,
-    h: jax.Array,
-    op: jax.Array,
-    p: Params,
-    s: State,
-    unit: dict,
-    mask: jax.Array,
-) -> tuple[jax.Array, State]:
-    """One cell edge: ``lax.switch`` on the op; a conv op quantizes, prunes and moves its
-    BatchNorm statistics and activation range, the others leave the state unchanged."""
-    bn_train = ctx.train and not ctx.calibrate
-
-    def conv_op(name: str) -> Any:
-        def run(h: jax.Array) -> tuple[jax.Array, State]:
-            y, r = _qconv(ctx, jax.nn.relu(h), p[name]["kernel"], unit, s["range"])
-            y, stats = batch_norm(y, p[name], s[name], bn_train)
-            return y * mask, {**s, name: stats, "range": r}
-
-        return run
-
-    branches = {
-        "none": lambda h: (jnp.zeros_like(h), s),
-        "skip_connect": lambda h: (h, s),
-        "nor_conv_1x1": conv_op("nor_conv_1x1"),
-        "nor_conv_3x3": conv_op("nor_conv_3x3"),
-        "avg_pool_3x3": lambda h: (avg_pool(h, 3, stride=1, padding=1, include_pad=False), s),
-    }
-    return jax.lax.switch(op, [branches[name] for name in OPS], h)
+    def dense(self, x: jax.Array, params: Params, site: Site, s: State) -> tuple[jax.Array, State]:
+        """The classifier with quantized input and weights."""
+        unit = self.policy[site.unit]
+        xq, r = _aq(self.ctx, x, s["head_range"], unit, False)
+        kernel = _wq(self.ctx, params["kernel"], unit)
+        return xq @ kernel + params["bias"], {**s, "head_range": r}

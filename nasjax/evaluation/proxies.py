@@ -60,12 +60,13 @@ import numpy as np
 import optax
 
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.nets.layers import Conv, avg_pool, conv
+from nasjax.nets.layers import Conv
 from nasjax.objectives import network_cost
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_costs import nb201_cost_table
-from nasjax.spaces.nb201_functional import NB201Functional, batch_norm, to_flax_variables
-from nasjax.spaces.nb201_net import _BN_EPSILON, EDGES, OPS
+from nasjax.spaces.nb201_forward import Layers, Site, forward
+from nasjax.spaces.nb201_functional import NB201Functional, to_flax_variables
+from nasjax.spaces.nb201_net import BN_EPSILON
 from nasjax.tasks import get_task
 
 PROXIES = (
@@ -162,65 +163,65 @@ def _scaled(y: jnp.ndarray, s: jnp.ndarray) -> jnp.ndarray:
     return y * s.reshape(s.shape[:1] + (1,) * (y.ndim - 2) + s.shape[-1:])
 
 
-def _probe_conv(
-    h: jnp.ndarray, w: jnp.ndarray, bn: Tree, st: Tree, s: jnp.ndarray, stride: int = 1
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    y = _scaled(conv(jax.nn.relu(h), w, stride, w.shape[0] // 2), s)
-    return batch_norm(y, bn, st, True)[0], _relu_codes(h)
+class _ProbedLayers(Layers):
+    """The walk's hooks for the proxies: BN on batch statistics, every conv/linear output
+    times per-example, per-channel scales ``s`` (a tree shaped like the parameters, ones
+    leave it unchanged), NASWOT's ``K`` of every ReLU input added to ``state["codes"]``."""
+
+    def __init__(self, scales: Tree) -> None:
+        super().__init__(train=True)
+        self.scales = scales
+
+    def _scale(self, y: jnp.ndarray, site: Site) -> jnp.ndarray:
+        s = self.scales
+        for name in site.path:
+            s = s[name]
+        return _scaled(y, s)
+
+    def conv(
+        self, x: jnp.ndarray, kernel: jnp.ndarray, site: Site, s: Tree, signed: bool, stride: int
+    ) -> tuple[jnp.ndarray, Tree]:
+        """The conv's output, scaled."""
+        y, s = super().conv(x, kernel, site, s, signed, stride)
+        return self._scale(y, site), s
+
+    def tap(self, x: jnp.ndarray, site: Site, s: Tree) -> Tree:
+        """Adds the ReLU input's codes to the container's ``codes``."""
+        return {**s, "codes": s["codes"] + _relu_codes(x)}
+
+    def dense(self, x: jnp.ndarray, params: Tree, site: Site, s: Tree) -> tuple[jnp.ndarray, Tree]:
+        """The logits (bias included), scaled."""
+        y, s = super().dense(x, params, site, s)
+        return self._scale(y, site), s
 
 
-def _probe_edge(
-    h: jnp.ndarray, op: jnp.ndarray, p: Tree, st: Tree, s: Tree
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    zero_k = jnp.zeros((h.shape[0],) * 2, jnp.float32)
-
-    def conv_op(name: str) -> Any:
-        return lambda h: _probe_conv(h, p[name]["kernel"], p[name], st[name], s[name]["kernel"])
-
-    branches = {
-        "none": lambda h: (jnp.zeros_like(h), zero_k),
-        "skip_connect": lambda h: (h, zero_k),
-        "nor_conv_1x1": conv_op("nor_conv_1x1"),
-        "nor_conv_3x3": conv_op("nor_conv_3x3"),
-        "avg_pool_3x3": lambda h: (avg_pool(h, 3, stride=1, padding=1), zero_k),
-    }
-    return jax.lax.switch(op, [branches[name] for name in OPS], h)
+def _with_codes(state: Tree, batch: int) -> Tree:
+    """``state`` with zero ``codes [B, B]`` in every container a ReLU input is tapped in."""
+    zero = jnp.zeros((batch, batch), jnp.float32)
+    out = {**state, "codes": zero}
+    for name, block in state.items():
+        if name.startswith("reduction_"):
+            out[name] = {**block, "codes": zero}
+        elif name.startswith("cell_"):
+            out[name] = {e: {**edge, "codes": zero} for e, edge in block.items()}
+    return out
 
 
 def _probed_apply(
     net: NB201Functional, params: Tree, state: Tree, x: jnp.ndarray, genotype: jnp.ndarray, s: Tree
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``net.apply(..., train=True)``'s logits, each conv/linear output multiplied by ``s``
-    (per example and channel; ones leave it unchanged), and NASWOT's ``K`` summed over
-    every ReLU. Mirrors :meth:`NB201Functional.apply` (a test pins the logits to it)."""
-    x = _scaled(conv(x, params["stem"], 1, 1), s["stem"])
-    x = batch_norm(x, params["stem_bn"], state["stem_bn"], True)[0]
-    k = jnp.zeros((x.shape[0],) * 2, jnp.float32)
-    for stage in range(3):
-        if stage > 0:
-            p, st, sc = (t[f"reduction_{stage}"] for t in (params, state, s))
-            y, k_a = _probe_conv(x, p["conv_a"], p["bn_a"], st["bn_a"], sc["conv_a"], 2)
-            y, k_b = _probe_conv(y, p["conv_b"], p["bn_b"], st["bn_b"], sc["conv_b"])
-            x = _scaled(conv(avg_pool(x, 2, stride=2), p["downsample"]), sc["downsample"]) + y
-            k = k + k_a + k_b
-        for i in range(net.cells_per_stage):
-            p, st, sc = (t[f"cell_{stage}_{i}"] for t in (params, state, s))
-            nodes = [x]
-            for node in range(1, 4):
-                total = None
-                for e, (src, dst) in enumerate(EDGES):
-                    if dst == node:
-                        name = f"edge_{e}"
-                        out, k_e = _probe_edge(nodes[src], genotype[e], p[name], st[name], sc[name])
-                        total = out if total is None else total + out
-                        k = k + k_e
-                nodes.append(total)
-            x = nodes[-1]
-    x = batch_norm(x, params["last_bn"], state["last_bn"], True)[0]
-    k = k + _relu_codes(x)
-    x = jnp.mean(jax.nn.relu(x), axis=tuple(range(1, 1 + net.ndim)))
-    logits = x @ params["classifier"]["kernel"] + params["classifier"]["bias"]
-    return _scaled(logits, s["classifier"]["kernel"]), k
+    (per example and channel), and NASWOT's ``K`` summed over every ReLU: the walk of
+    :func:`nasjax.spaces.nb201_forward.forward` with :class:`_ProbedLayers`."""
+    probed = _ProbedLayers(s)
+    state = _with_codes(state, x.shape[0])
+    logits, new = forward(probed, params, state, x, genotype, net.cells_per_stage)
+    codes = [
+        leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(new)
+        if getattr(path[-1], "key", None) == "codes"
+    ]
+    return logits, sum(codes[1:], codes[0])
 
 
 def _unit_scales(params: Tree, batch: int) -> Tree:
@@ -235,7 +236,7 @@ def _identity_bn_state(state: Tree, dtype: Any) -> Tree:
     """Running statistics that make eval-mode BatchNorm (scale 1, bias 0) the identity."""
     return jax.tree_util.tree_map_with_path(
         lambda path, v: (
-            jnp.full(v.shape, 1.0 - _BN_EPSILON, dtype)
+            jnp.full(v.shape, 1.0 - BN_EPSILON, dtype)
             if path[-1].key == "var"
             else jnp.zeros(v.shape, dtype)
         ),

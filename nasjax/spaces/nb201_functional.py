@@ -13,6 +13,10 @@ one compiled program:
 * BatchNorm running statistics are ordinary arrays; an op that is not chosen keeps its
   statistics and receives zero gradients, so a member trains exactly the decoded network.
 
+The forward pass itself is :func:`nasjax.spaces.nb201_forward.forward` with the plain
+:class:`~nasjax.spaces.nb201_forward.Layers` (edges traced once per shape); this module
+holds the parameter layout (``init``) and the export to Flax.
+
 :func:`to_flax_variables` turns one member's parameters into the decoded
 ``NB201Network``'s variables, which is how the tests pin this formulation to the Flax
 one and how a trained member is exported.
@@ -20,21 +24,17 @@ one and how a trained member is exported.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from nasjax.nets.layers import avg_pool, conv
-from nasjax.spaces.nb201_net import _BN_EPSILON, _BN_MOMENTUM, EDGES, OPS
+from nasjax.spaces.nb201_forward import CachedLayers, Params, State, forward
+from nasjax.spaces.nb201_net import EDGES, OPS
 
 TRUNCATED_NORMAL_STD = 0.87962566103423978
 """Standard deviation of a unit normal truncated to [-2, 2]; lecun-normal divides by it."""
-
-Params = dict[str, Any]
-State = dict[str, Any]
 
 
 def _bn_params(shape: tuple[int, ...]) -> tuple[Params, State]:
@@ -42,36 +42,6 @@ def _bn_params(shape: tuple[int, ...]) -> tuple[Params, State]:
         {"scale": jnp.ones(shape), "bias": jnp.zeros(shape)},
         {"mean": jnp.zeros(shape), "var": jnp.ones(shape)},
     )
-
-
-def batch_norm(
-    x: jnp.ndarray, params: Params, state: State, train: bool
-) -> tuple[jnp.ndarray, State]:
-    """Flax's ``nn.BatchNorm`` over every axis but the last, as a function.
-
-    Training mode normalises with the batch statistics (variance as E[x^2] - E[x]^2,
-    flax's default) and returns the updated running statistics (PyTorch momentum 0.1).
-    """
-    if train:
-        axes = tuple(range(x.ndim - 1))
-        mean = jnp.mean(x, axes)
-        var = jnp.maximum(jnp.mean(jnp.square(x), axes) - jnp.square(mean), 0.0)
-        state = {
-            "mean": _BN_MOMENTUM * state["mean"] + (1 - _BN_MOMENTUM) * mean,
-            "var": _BN_MOMENTUM * state["var"] + (1 - _BN_MOMENTUM) * var,
-        }
-    else:
-        mean, var = state["mean"], state["var"]
-    # Scale folded into the per-channel factor: one full-size multiply, as flax does.
-    factor = jax.lax.rsqrt(var + _BN_EPSILON) * params["scale"]
-    return (x - mean) * factor + params["bias"], state
-
-
-def _relu_conv_bn(
-    x: jnp.ndarray, kernel: jnp.ndarray, bn: Params, stats: State, train: bool, stride: int = 1
-) -> tuple[jnp.ndarray, State]:
-    y = conv(jax.nn.relu(x), kernel, stride, kernel.shape[0] // 2)
-    return batch_norm(y, bn, stats, train)
 
 
 class NB201Functional(NamedTuple):
@@ -153,69 +123,7 @@ class NB201Functional(NamedTuple):
         self, params: Params, state: State, x: jnp.ndarray, genotype: jnp.ndarray, train: bool
     ) -> tuple[jnp.ndarray, State]:
         """Logits of ``x`` for ``int32[6]`` ``genotype``, and the updated BN statistics."""
-        new_state: State = {}
-        x = conv(x, params["stem"], 1, 1)
-        x, new_state["stem_bn"] = batch_norm(x, params["stem_bn"], state["stem_bn"], train)
-        for stage in range(3):
-            if stage > 0:
-                name = f"reduction_{stage}"
-                x, new_state[name] = _reduction(x, params[name], state[name], train)
-            for i in range(self.cells_per_stage):
-                name = f"cell_{stage}_{i}"
-                x, new_state[name] = _cell(x, params[name], state[name], genotype, train)
-        x, new_state["last_bn"] = batch_norm(x, params["last_bn"], state["last_bn"], train)
-        x = jnp.mean(jax.nn.relu(x), axis=tuple(range(1, 1 + self.ndim)))
-        logits = x @ params["classifier"]["kernel"] + params["classifier"]["bias"]
-        return logits, new_state
-
-
-def _reduction(x: jnp.ndarray, p: Params, s: State, train: bool) -> tuple[jnp.ndarray, State]:
-    """The benchmark's ``ResNetBasicblock`` with stride 2."""
-    y, bn_a = _relu_conv_bn(x, p["conv_a"], p["bn_a"], s["bn_a"], train, stride=2)
-    y, bn_b = _relu_conv_bn(y, p["conv_b"], p["bn_b"], s["bn_b"], train)
-    shortcut = conv(avg_pool(x, 2, stride=2), p["downsample"])
-    return shortcut + y, {"bn_a": bn_a, "bn_b": bn_b}
-
-
-@functools.partial(jax.jit, static_argnames="train")
-def _edge(
-    h: jnp.ndarray, op: jnp.ndarray, p: Params, s: State, train: bool
-) -> tuple[jnp.ndarray, State]:
-    """One edge: ``lax.switch`` on ``op`` (an index into ``OPS``); only that op's BN moves."""
-
-    def conv_op(name: str) -> Any:
-        def run(h: jnp.ndarray) -> tuple[jnp.ndarray, State]:
-            q = p[name]
-            y, stats = _relu_conv_bn(h, q["kernel"], q, s[name], train)
-            return y, {**s, name: stats}
-
-        return run
-
-    branches = {
-        "none": lambda h: (jnp.zeros_like(h), s),
-        "skip_connect": lambda h: (h, s),
-        "nor_conv_1x1": conv_op("nor_conv_1x1"),
-        "nor_conv_3x3": conv_op("nor_conv_3x3"),
-        "avg_pool_3x3": lambda h: (avg_pool(h, 3, stride=1, padding=1, include_pad=False), s),
-    }
-    return jax.lax.switch(op, [branches[name] for name in OPS], h)
-
-
-def _cell(
-    x: jnp.ndarray, p: Params, s: State, genotype: jnp.ndarray, train: bool
-) -> tuple[jnp.ndarray, State]:
-    """A 4-node cell; node ``j`` sums ``op(node i)`` over its incoming edges ``i -> j``."""
-    nodes, new_state = [x], {}
-    for node in range(1, 4):
-        total = None
-        for e, (src, dst) in enumerate(EDGES):
-            if dst != node:
-                continue
-            name = f"edge_{e}"
-            out, new_state[name] = _edge(nodes[src], genotype[e], p[name], s[name], train)
-            total = out if total is None else total + out
-        nodes.append(total)
-    return nodes[-1], new_state
+        return forward(CachedLayers(train), params, state, x, genotype, self.cells_per_stage)
 
 
 def to_flax_variables(

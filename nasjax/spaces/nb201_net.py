@@ -34,13 +34,13 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 """(from node, to node) of the six cell edges, in the official string order."""
 
-_BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
-_BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
+BN_EPSILON = 1e-5
 
 
 def _batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
     return nn.BatchNorm(
-        use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name
+        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
     )
 
 

@@ -1,7 +1,7 @@
 """NAS-Bench-201's search network with relaxed edges (the benchmark's DARTS/GDAS supernet).
 
-The network of :mod:`nasjax.spaces.nb201_functional` (stem, three stages of ``N`` cells,
-residual reduction blocks, classifier), with every cell edge a mixed op over the five
+The walk of :func:`nasjax.spaces.nb201_forward.forward` (stem, three stages of ``N``
+cells, residual reduction blocks, classifier), with every cell edge a mixed op over the five
 candidate ops (:mod:`nasjax.nets.mixed`). As in the benchmark's weight-sharing
 baselines (Dong & Yang, ICLR 2020, ``TinyNetworkDarts`` / ``TinyNetworkGDAS``), the ops'
 BatchNorm has no affine parameters and always uses batch statistics, so the network is
@@ -15,17 +15,19 @@ sums its incoming edges weighted by ``softmax(beta)`` of that node (edge normali
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.nets.layers import avg_pool, conv
+from nasjax.nets.layers import conv
 from nasjax.nets.mixed import MIXED_MODES, edge_normalised_sum, mixed_op
 from nasjax.nets.relaxed import ArchWeights, Params, RelaxedNetwork
-from nasjax.spaces.nb201_functional import NB201Functional, _reduction, batch_norm
-from nasjax.spaces.nb201_net import _BN_EPSILON, EDGES, OPS
+from nasjax.spaces.nb201_forward import Layers, Site, State, avg_pool_3x3, forward
+from nasjax.spaces.nb201_functional import NB201Functional
+from nasjax.spaces.nb201_net import BN_EPSILON, EDGES, OPS
 from nasjax.tasks import get_task
 
 
@@ -34,7 +36,7 @@ def normalise(x: jnp.ndarray) -> jnp.ndarray:
     axes = tuple(range(x.ndim - 1))
     mean = jnp.mean(x, axes)
     var = jnp.maximum(jnp.mean(jnp.square(x), axes) - jnp.square(mean), 0.0)
-    return (x - mean) * jax.lax.rsqrt(var + _BN_EPSILON)
+    return (x - mean) * jax.lax.rsqrt(var + BN_EPSILON)
 
 
 def _edge_ops(p: Params) -> list:
@@ -48,7 +50,7 @@ def _edge_ops(p: Params) -> list:
         "skip_connect": lambda h: h,
         "nor_conv_1x1": relu_conv_bn(p["nor_conv_1x1"]),
         "nor_conv_3x3": relu_conv_bn(p["nor_conv_3x3"]),
-        "avg_pool_3x3": lambda h: avg_pool(h, 3, stride=1, padding=1, include_pad=False),
+        "avg_pool_3x3": avg_pool_3x3,
     }
     return [ops[name] for name in OPS]
 
@@ -70,41 +72,35 @@ def _init(net: NB201Functional, partial_k: int, key: jax.Array) -> Params:
     return params
 
 
-def _cell(x: jnp.ndarray, p: Params, arch: ArchWeights, mode: str, k: int) -> jnp.ndarray:
-    nodes = [x]
-    for node in range(1, 4):
-        outputs, betas = [], []
-        for e, (src, dst) in enumerate(EDGES):
-            if dst != node:
-                continue
-            index = None if arch.index is None else arch.index[e]
-            ops = _edge_ops(p[f"edge_{e}"])
-            outputs.append(mixed_op(mode, nodes[src], ops, arch.weights[e], index, k))
-            betas.append(e)
-        if mode == "pcdarts":
-            nodes.append(edge_normalised_sum(outputs, arch.beta[jnp.asarray(betas)]))
-        else:
-            nodes.append(sum(outputs[1:], outputs[0]))
-    return nodes[-1]
+class _RelaxedLayers(Layers):
+    """The walk's hooks for the search network: BN on batch statistics, mixed-op edges."""
+
+    def __init__(self, mode: str, k: int) -> None:
+        super().__init__(train=True)
+        self.mode, self.k = mode, k
+
+    def edge(
+        self, h: jnp.ndarray, arch: ArchWeights, e: int, p: Params, s: State, site: Site
+    ) -> tuple[jnp.ndarray, State]:
+        """Edge ``e`` as the mode's mixed op over the five candidate ops."""
+        index = None if arch.index is None else arch.index[e]
+        return mixed_op(self.mode, h, _edge_ops(p), arch.weights[e], index, self.k), s
+
+    def node_sum(
+        self, outputs: Sequence[jnp.ndarray], arch: ArchWeights, edges: Sequence[int]
+    ) -> jnp.ndarray:
+        """PC-DARTS weighs a node's incoming edges by ``softmax(beta)``; others add them."""
+        if self.mode == "pcdarts":
+            return edge_normalised_sum(outputs, arch.beta[jnp.asarray(edges)])
+        return super().node_sum(outputs, arch, edges)
 
 
 def _apply(
     net: NB201Functional, mode: str, k: int, params: Params, x: jnp.ndarray, arch: ArchWeights
 ) -> jnp.ndarray:
-    p = params
     # Search BN uses batch statistics; the running ones it would update are discarded.
     s = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: net.init(jax.random.key(0))[1]))
-    x = conv(x, p["stem"], 1, 1)
-    x, _ = batch_norm(x, p["stem_bn"], s["stem_bn"], True)
-    for stage in range(3):
-        if stage > 0:
-            name = f"reduction_{stage}"
-            x, _ = _reduction(x, p[name], s[name], True)
-        for i in range(net.cells_per_stage):
-            x = _cell(x, p[f"cell_{stage}_{i}"], arch, mode, k)
-    x, _ = batch_norm(x, p["last_bn"], s["last_bn"], True)
-    x = jnp.mean(jax.nn.relu(x), axis=tuple(range(1, 1 + net.ndim)))
-    return x @ p["classifier"]["kernel"] + p["classifier"]["bias"]
+    return forward(_RelaxedLayers(mode, k), params, s, x, arch, net.cells_per_stage)[0]
 
 
 def discretize(alpha: np.ndarray, beta: np.ndarray | None = None) -> np.ndarray:
