@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.errors import NasjaxError, check_choice
+from nasjax.errors import NasjaxError, check_choice, check_positive
 from nasjax.nets.transformer import (
     ElasticMasks,
     LMSpec,
@@ -39,7 +39,17 @@ from nasjax.nets.transformer import (
     init_elastic,
     slice_params,
 )
+from nasjax.objectives import device_name
 from nasjax.spaces.base import SearchSpace
+from nasjax.transformer_costs import (
+    forward_latency_ms,
+    generate_latency_ms,
+    peak_memory_mb,
+    training_free_costs,
+)
+
+DATASETS: tuple[str, ...] = ("bytes",)
+"""What the models consume: byte-level text (vocabulary 256; ``nasjax.text``)."""
 
 _LAYER = re.compile(r"h(\d+)e(\d+)d(\d+)")
 _HEAD = re.compile(r"d(\d+)-L(\d+)")
@@ -62,6 +72,14 @@ class TransformerSpace(SearchSpace):
     head_dims: tuple[int, ...] = (16, 32)
     max_context: int = 128
     vocab_size: int = 256
+
+    name: ClassVar[str] = "transformer"
+    instead: ClassVar[dict[str, str]] = {
+        **SearchSpace.instead,
+        "relaxed": "search it with `nasjax search --space transformer` (population "
+        "training) or through its weight-sharing supernet (space.supernet())",
+        "latency_table": "run experiments/transformer_pareto.py for bits per byte against latency",
+    }
 
     def __post_init__(self) -> None:
         for name in ("widths", "layers", "heads", "mlp_ratios", "head_dims"):
@@ -244,9 +262,66 @@ class TransformerSpace(SearchSpace):
         return self.from_string(self.to_string(genotype))
 
     # ----------------------------------------------------------------- networks
-    def decode(self, genotype: object, dtype: Any = jnp.float32) -> TransformerLM:
-        """The specialised Flax model: ``apply({"params": p}, tokens int32[B, T]) -> logits``."""
+    def decode(
+        self, genotype: object, dataset: str = "bytes", *, dtype: Any = jnp.float32, **size: int
+    ) -> TransformerLM:
+        """The specialised Flax model: ``apply({"params": p}, tokens int32[B, T]) -> logits``
+        (any context up to ``max_context``; ``size`` is checked, the model has no other)."""
+        self._check(dataset, size)
         return TransformerLM(self.spec(genotype), dtype)
+
+    # ----------------------------------------------------------------- the space contract
+    @property
+    def data_kind(self) -> str:
+        """Byte-level language modelling (``nasjax.text``)."""
+        return "text"
+
+    @property
+    def default_size(self) -> dict[str, int]:
+        """``context``: tokens per window (64). Not a weight shape, but it sets the FLOPs per
+        token, the latency and the training windows, so the costs depend on it."""
+        return {"context": 64}
+
+    def _check(self, dataset: str, size: dict[str, int]) -> int:
+        check_choice("dataset", dataset, DATASETS)
+        return self.resolve_size(size)["context"]
+
+    def functional(self, dataset: str = "bytes", **size: int) -> ElasticSupernet:
+        """The elastic supernet: ``init(key)``, ``apply(params, genotype, tokens)``."""
+        self._check(dataset, size)
+        return self.supernet()
+
+    def costs(self, genotype: object, dataset: str = "bytes", **size: int) -> dict[str, int]:
+        """``decoder_params``, ``embedding_params``, ``total_params``, ``flops_per_token``
+        at ``context`` (:func:`nasjax.transformer_costs.training_free_costs`)."""
+        return training_free_costs(self.spec(genotype), self._check(dataset, size))
+
+    def measure(
+        self,
+        genotype: object,
+        dataset: str = "bytes",
+        *,
+        batch_size: int = 1,
+        repeats: int = 20,
+        **size: int,
+    ) -> dict[str, Any]:
+        """``latency_ms`` of a forward pass over the context, ``generate_ms_per_token``
+        (prefill half, generate half with a KV cache; None for a context of 1),
+        ``peak_mem_mb``, ``device`` and ``batch_size``."""
+        context = self._check(dataset, size)
+        check_positive(batch_size=batch_size, repeats=repeats)
+        spec, half = self.spec(genotype), max(1, context // 2)
+        generate = None  # no room for a prompt and a generated token
+        if context > 1:
+            reps = max(1, repeats // 2)
+            generate = generate_latency_ms(spec, context - half, half, batch_size, reps)
+        return {
+            "latency_ms": forward_latency_ms(spec, context, batch_size, repeats),
+            "generate_ms_per_token": generate,
+            "peak_mem_mb": peak_memory_mb(spec, context, batch_size),
+            "device": device_name(),
+            "batch_size": batch_size,
+        }
 
     def masks(self, genotype: jnp.ndarray) -> ElasticMasks:
         """The sub-model's 0/1 masks in the supernet's largest weights (jittable)."""
