@@ -27,22 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.kinds import DATA_KINDS, DataKind, Recipe
-from nasjax.evaluation.training import Evaluator
 from nasjax.plots import plot_search_curve
 from nasjax.rundir import RunDir, write_json_atomic
 from nasjax.search import RESULTS_FILE, run_search
-from nasjax.spaces import SPACES, make_space, require, supports
-from nasjax.strategies import (
-    STRATEGIES,
-    check_bound_satisfiable,
-    constrained_fitness,
-    is_feasible,
-    make_strategy,
-)
+from nasjax.search.bounds import bounded_evaluator, bounds_summary, check_bounds
+from nasjax.spaces import SPACES, make_space, require
+from nasjax.strategies import STRATEGIES, make_strategy
 
 LATENCY_TABLE_FILE = "latency_table.json"  # the --max-latency-ms search's device table
 MULTI_OBJECTIVE = ("nsga2",)  # strategies told [B, M] objectives, not one fitness
@@ -195,6 +188,7 @@ def info(cfg: InfoConfig) -> dict[str, Any]:
 def _settle(cfg: SearchConfig, space: Any, kind: DataKind) -> tuple[SearchConfig, str, dict]:
     """The dataset and sizes of a search (given, else the kind's, else the space's), with
     ``--smoke``'s caps applied to run settings and sizes alike."""
+    _check_at_least_one(cfg.size)
     dataset = cfg.dataset or kind.search_dataset
     keys = space.default_size
     size = {**{k: v for k, v in kind.search_size.items() if k in keys}, **cfg.size}
@@ -223,19 +217,11 @@ def _validate(cfg: SearchConfig, space: Any, kind: DataKind, dataset: str, size:
         if value is not None and not value > 0:
             raise NasjaxError(f"{_flag(name)} must be > 0, got {value}")
     require(space, "functional")  # the population trainer of every kind
-    if cfg.max_latency_ms is not None:
-        require(space, "latency_table")
-    counted = [m for n, m in BOUNDS.items() if getattr(cfg, n) is not None and m != "latency_ms"]
-    if counted and not supports(space, "cost_table"):
-        example = space.costs(
-            space.validate(space.sample(jax.random.key(0), 1)[0]), dataset, **size
-        )
-        for metric in counted:
-            if metric not in example:
-                raise NasjaxError(
-                    f"--max-{metric} bounds the {metric!r} cost, which space {space.name!r} "
-                    f"does not count (its costs: {', '.join(example)}); run {kind.pareto}"
-                )
+    check_bounds(space, _bounds(cfg), dataset, size, kind.pareto)
+
+
+def _bounds(cfg: SearchConfig) -> dict[str, float]:
+    return {m: float(getattr(cfg, n)) for n, m in BOUNDS.items() if getattr(cfg, n) is not None}
 
 
 def _run_config(cfg: SearchConfig, dataset: str, size: dict) -> dict[str, Any]:
@@ -243,77 +229,6 @@ def _run_config(cfg: SearchConfig, dataset: str, size: dict) -> dict[str, Any]:
     skip = ("out", "resume", "no_progress", "size")
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}
     return dict(sorted({**fields, **size, "dataset": dataset}.items()))
-
-
-def _cost_fn(space: Any, metric: str, dataset: str, size: dict) -> Callable[[Any], np.ndarray]:
-    """``genotypes [B, D] -> float64[B]``: from the exact table where the space has one."""
-    if supports(space, "cost_table"):
-        table = np.asarray(space.cost_table(metric, dataset, **size), np.float64)
-        return lambda g: table[np.asarray(space.to_index(g))]
-    return lambda g: np.array(
-        [space.costs(x, dataset, **size)[metric] for x in np.asarray(g)], np.float64
-    )
-
-
-def _latency_fn(cfg: SearchConfig, space: Any, dataset: str, size: dict) -> Callable:
-    """The space's latency model, saved in the run folder; a resumed search predicts with
-    the one it started with (exact resume)."""
-    table_file = Path(cfg.out) / LATENCY_TABLE_FILE
-    load = table_file if cfg.resume and table_file.exists() else None
-    latency = space.latency_table(dataset, load=load, **size)
-    return lambda g: np.asarray(latency.predict(np.asarray(g)), np.float64)
-
-
-def _constrained(
-    evaluator: Evaluator, cfg: SearchConfig, space: Any, dataset: str, size: dict
-) -> tuple[Evaluator, dict[str, float], Any]:
-    """Wraps the evaluator with the ``--max-*`` bounds (``constrained_fitness``).
-
-    Params and FLOPs come from the space's exact cost table where it has one, else from
-    ``space.costs`` per genotype; latency from its per-op latency table measured on this
-    device first. Where every bound has a table, a bound below the cheapest genotype is
-    refused. Returns the evaluator, the active bounds and a ``costs(genotypes) ->
-    float[B, K]`` function (``None`` if none).
-    """
-    bounds = {m: float(getattr(cfg, n)) for n, m in BOUNDS.items() if getattr(cfg, n)}
-    if not bounds:
-        return evaluator, {}, None
-    cost_fns = {
-        m: _latency_fn(cfg, space, dataset, size)
-        if m == "latency_ms"
-        else _cost_fn(space, m, dataset, size)
-        for m in bounds
-    }
-    names = list(bounds)
-    limits = np.array([bounds[k] for k in names])
-    if supports(space, "cost_table"):  # exact over every genotype: refuse a hopeless bound
-        every = np.asarray(space.from_index(np.arange(space.size)))
-        cheapest = np.array([cost_fns[k](every).min() for k in names])
-        check_bound_satisfiable(cheapest, limits, names)
-
-    def costs(genotypes: Any) -> np.ndarray:
-        return np.stack([cost_fns[k](genotypes) for k in names], axis=1)
-
-    def evaluate(key: jax.Array, population: jax.Array) -> tuple[jax.Array, dict]:
-        fitness, metrics = evaluator.evaluate(key, population)
-        c = costs(population)
-        metrics = {**metrics, **{k: c[:, i] for i, k in enumerate(names)}}
-        metrics["feasible"] = np.asarray(is_feasible(c, limits), np.float32)
-        return constrained_fitness(fitness, c, limits), metrics
-
-    return Evaluator(evaluate), bounds, costs
-
-
-def _constraint_summary(bounds: dict[str, float], costs: Any, genotype: np.ndarray) -> dict:
-    if not bounds:
-        return {}
-    found = costs(genotype[None])[0]
-    limits = np.array(list(bounds.values()))
-    return {
-        "constraints": {f"{k} <=": v for k, v in bounds.items()},
-        "constrained_costs": dict(zip(bounds, found.tolist())),
-        "feasible": bool(is_feasible(found, limits)),
-    }
 
 
 def _recipe(cfg: SearchConfig, size: dict, steps: int) -> Recipe:
@@ -340,7 +255,17 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
     key_search, key_train = jax.random.split(jax.random.key(cfg.seed))
     train = kind.train_config(_recipe(cfg, size, cfg.steps))
     evaluator = kind.evaluator(space, data, train, key_train)
-    evaluator, bounds, costs = _constrained(evaluator, cfg, space, dataset, size)
+    bounds, costs = _bounds(cfg), None
+    if bounds:
+        evaluator, costs = bounded_evaluator(
+            evaluator,
+            space,
+            bounds,
+            dataset,
+            size,
+            latency_file=out / LATENCY_TABLE_FILE,
+            resume=cfg.resume,
+        )
     generations = -(-cfg.budget // cfg.batch)
     result = run_search(
         key_search,
@@ -364,7 +289,7 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
         "num_evaluated": result.num_evaluated,
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
-        **_constraint_summary(bounds, costs, best),
+        **bounds_summary(bounds, costs, best),
         "seed": cfg.seed,
         "wall_s": round(time.time() - t0, 2),
         "space": cfg.space,
