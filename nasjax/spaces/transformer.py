@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.errors import NasjaxError, check_choice, check_positive
+from nasjax.errors import NasjaxError, check_choice
 from nasjax.nets.transformer import (
     ElasticMasks,
     LMSpec,
@@ -39,14 +39,8 @@ from nasjax.nets.transformer import (
     init_elastic,
     slice_params,
 )
-from nasjax.objectives import device_name
 from nasjax.spaces.base import SearchSpace
-from nasjax.transformer_costs import (
-    forward_latency_ms,
-    generate_latency_ms,
-    peak_memory_mb,
-    training_free_costs,
-)
+from nasjax.transformer_costs import inference_costs, training_free_costs
 
 DATASETS: tuple[str, ...] = ("bytes",)
 """What the models consume: byte-level text (vocabulary 256; ``nasjax.text``)."""
@@ -309,19 +303,7 @@ class TransformerSpace(SearchSpace):
         (prefill half, generate half with a KV cache; None for a context of 1),
         ``peak_mem_mb``, ``device`` and ``batch_size``."""
         context = self._check(dataset, size)
-        check_positive(batch_size=batch_size, repeats=repeats)
-        spec, half = self.spec(genotype), max(1, context // 2)
-        generate = None  # no room for a prompt and a generated token
-        if context > 1:
-            reps = max(1, repeats // 2)
-            generate = generate_latency_ms(spec, context - half, half, batch_size, reps)
-        return {
-            "latency_ms": forward_latency_ms(spec, context, batch_size, repeats),
-            "generate_ms_per_token": generate,
-            "peak_mem_mb": peak_memory_mb(spec, context, batch_size),
-            "device": device_name(),
-            "batch_size": batch_size,
-        }
+        return inference_costs(self.spec(genotype), context, batch_size, repeats)
 
     def masks(self, genotype: jnp.ndarray) -> ElasticMasks:
         """The sub-model's 0/1 masks in the supernet's largest weights (jittable)."""
