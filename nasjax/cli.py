@@ -1,20 +1,24 @@
 """Command line: ``python -m nasjax {search,info}``.
 
-``search`` runs a strategy over a space with a short training run as the fitness (the
-validation accuracy, maximised), retrains the best architecture longer, and writes
-``summary.json``, ``results.jsonl`` and checkpoints to ``--out``. ``info`` prints the
-parameter count, MACs and FLOPs (NAS-Bench-201's conventions, ``nasjax.objectives``) of one
-decoded architecture as a JSON line; with ``--latency`` also its measured inference latency
-and peak memory on the default device.
+``search`` runs a strategy over a space with a short training run as the fitness
+(maximised: the validation accuracy of an image space, minus the validation bits per byte
+of a text space), retrains the best architecture longer, and writes ``summary.json``,
+``results.jsonl``, ``search_curve.png`` and checkpoints to ``--out``. ``info`` prints the
+exact costs of one decoded architecture (``space.costs``: params, MACs, FLOPs for CNNs) as
+a JSON line; with ``--latency`` also its measured latency and peak memory
+(``space.measure``) on the default device.
 
-Bad input (an unknown name, a malformed arch string, a missing data path) exits with
-status 2 and one line naming the bad value and the valid choices.
+Nothing here knows a space: sizes, costs and networks come through the space contract
+(:mod:`nasjax.spaces.contract`), training through the space's data kind
+(:data:`nasjax.evaluation.kinds.DATA_KINDS`). Bad input (an unknown name, a malformed arch
+string, a missing data path, a capability the space lacks) exits with status 2 and one
+line naming the bad value and the valid choices.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
 import json
 import sys
 import time
@@ -23,53 +27,39 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
-from nasjax.data import DATASETS, load_dataset
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.evaluation.training import (
-    Evaluator,
-    TrainConfig,
-    train_population,
-    training_evaluator,
-)
-from nasjax.objectives import (
-    benchmark_variables,
-    device_name,
-    measure_latency_ms,
-    network_cost,
-    peak_memory_mb,
-)
+from nasjax.evaluation.kinds import DATA_KINDS, DataKind, Recipe
 from nasjax.plots import plot_search_curve
 from nasjax.rundir import RunDir, write_json_atomic
 from nasjax.search import RESULTS_FILE, run_search
-from nasjax.spaces import SPACES, make_space
-from nasjax.spaces.nb201_costs import nb201_cost_table
-from nasjax.spaces.nb201_latency import LatencyTable, build_latency_table
-from nasjax.strategies import (
-    STRATEGIES,
-    check_bound_satisfiable,
-    constrained_fitness,
-    is_feasible,
-    make_strategy,
-)
-from nasjax.tasks import TASKS, get_task
-
-# Greydanus 2020, "Scaling down deep learning", test accuracy on MNIST-1D (%).
-MNIST1D_PUBLISHED = {"logistic": 32, "mlp": 68, "cnn": 94, "gru": 91, "human": 96}
+from nasjax.search.bounds import bounded_evaluator, bounds_summary, check_bounds
+from nasjax.spaces import SPACES, make_space, require
+from nasjax.strategies import STRATEGIES, make_strategy
 
 LATENCY_TABLE_FILE = "latency_table.json"  # the --max-latency-ms search's device table
 MULTI_OBJECTIVE = ("nsga2",)  # strategies told [B, M] objectives, not one fitness
+SIZE_FLAGS = ("channels", "cells_per_stage", "context")  # each a key of some default_size
+BOUNDS = {"max_params": "params", "max_flops": "flops", "max_latency_ms": "latency_ms"}
 
-SMOKE = {"budget": 4, "batch": 2, "steps": 6, "final_steps": 6, "channels": 4}
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _size_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--channels", type=int, default=None, help="C of the first stage")
+    p.add_argument("--cells-per-stage", type=int, default=None, help="N cells per stage")
+    p.add_argument("--context", type=int, default=None, help="transformer: tokens per window")
 
 
 def _search_parser(sub: Any) -> None:
     p = sub.add_parser("search", help="search a space and retrain the best architecture")
     p.add_argument("--space", default="nb201", help=f"one of {', '.join(SPACES)}")
     p.add_argument("--strategy", default="rea", help=f"one of {', '.join(STRATEGIES)}")
-    p.add_argument("--dataset", default="mnist1d", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--dataset", default=None, help="images: mnist1d (default), digits, cifar*")
     p.add_argument("--data-dir", default=None, help="CIFAR folder (or NASJAX_CIFAR_DIR)")
+    p.add_argument("--text", default=None, help="text spaces: UTF-8 file (default pydoc_data)")
     p.add_argument("--budget", type=int, default=60, help="architectures to evaluate")
     p.add_argument("--batch", type=int, default=5, help="architectures per generation")
     p.add_argument("--population-size", type=int, default=10, help="REA population")
@@ -77,18 +67,15 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--steps", type=int, default=200, help="training steps per candidate")
     p.add_argument("--final-steps", type=int, default=1000, help="retraining steps")
     p.add_argument("--batch-size", type=int, default=100, help="training minibatch")
-    p.add_argument("--learning-rate", type=float, default=0.05)
-    p.add_argument("--optimizer", default="sgd", help="sgd or adamw")
-    p.add_argument("--channels", type=int, default=16, help="C of the first stage")
-    p.add_argument("--cells-per-stage", type=int, default=1, help="N cells per stage")
+    p.add_argument("--learning-rate", type=float, default=0.05, help="images only")
+    p.add_argument("--optimizer", default="sgd", help="sgd or adamw (images only)")
+    _size_flags(p)
     p.add_argument("--member-batch", type=int, default=1, help="members vmapped together")
     p.add_argument("--max-params", type=float, default=None, help="constraint: params <= this")
     p.add_argument("--max-flops", type=float, default=None, help="constraint: FLOPs <= this")
     p.add_argument(
         "--max-latency-ms", type=float, default=None, help="constraint: latency on this device"
     )
-    p.add_argument("--text", default=None, help="transformer: UTF-8 text file (pydoc_data)")
-    p.add_argument("--context", type=int, default=None, help="transformer: bytes per window")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/search", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
@@ -97,14 +84,11 @@ def _search_parser(sub: Any) -> None:
 
 
 def _info_parser(sub: Any) -> None:
-    p = sub.add_parser("info", help="params, MACs, FLOPs (and latency) of one architecture")
+    p = sub.add_parser("info", help="exact costs (and latency) of one architecture")
     p.add_argument("--space", default="nb201", help=f"one of {', '.join(SPACES)}")
     p.add_argument("--arch", required=True, help="architecture string of the space")
-    p.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(TASKS)}")
-    p.add_argument("--channels", type=int, default=None, help="C (default: the space's)")
-    p.add_argument(
-        "--cells-per-stage", type=int, default=None, help="N cells per stage (the space's)"
-    )
+    p.add_argument("--dataset", default=None, help="images: cifar10 (default) or a task")
+    _size_flags(p)
     p.add_argument(
         "--latency",
         action="store_true",
@@ -112,7 +96,6 @@ def _info_parser(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=1, help="examples per call for --latency")
     p.add_argument("--repeats", type=int, default=20, help="timed calls for --latency")
-    p.add_argument("--context", type=int, default=None, help="transformer: tokens (64)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,172 +107,166 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _default_net_size(space: Any, args: argparse.Namespace) -> None:
-    """Fills unset ``--channels`` / ``--cells-per-stage`` with the defaults of the space's
-    ``decode`` (NB201: 16 and 5, its benchmark; DARTS: 36 and 6, the paper's 20 cells)."""
-    params = inspect.signature(space.decode).parameters
-    for name, fallback in (("channels", 16), ("cells_per_stage", 5)):
-        if getattr(args, name) is None:
-            default = params[name].default if name in params else inspect.Parameter.empty
-            setattr(args, name, fallback if default is inspect.Parameter.empty else default)
+# ----------------------------------------------------------------- typed configs
+@dataclasses.dataclass(frozen=True)
+class InfoConfig:
+    """``nasjax info``; ``size`` holds the size flags given (the space fills the rest)."""
+
+    space: str
+    arch: str
+    dataset: str | None
+    size: dict[str, int]
+    latency: bool
+    batch_size: int
+    repeats: int
 
 
-def info(args: argparse.Namespace) -> dict[str, Any]:
-    """Params, MACs and FLOPs of the decoded architecture ``args.arch``; with
-    ``args.latency`` also ``latency_ms``, ``peak_mem_mb``, ``device`` and ``batch_size``."""
-    if args.space == "transformer":  # params and FLOPs per token of a language model
-        from nasjax.transformer_cli import transformer_info
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """``nasjax search``; ``size`` holds the size flags given (defaults: kind, then space)."""
 
-        return transformer_info(args)
-    space = make_space(args.space)
-    _default_net_size(space, args)
-    for name in ("channels", "cells_per_stage", "batch_size", "repeats"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise NasjaxError(f"{flag} must be >= 1, got {getattr(args, name)}")
-    task = get_task(args.dataset)
-    genotype = space.from_string(args.arch)
-    net = space.decode(
-        genotype, args.dataset, channels=args.channels, cells_per_stage=args.cells_per_stage
-    )
-    record = {
-        "space": args.space,
-        "arch": space.to_string(genotype),
-        "dataset": args.dataset,
-        "channels": args.channels,
-        "cells_per_stage": args.cells_per_stage,
-        **network_cost(net, task.input_shape),
-    }
-    if hasattr(space, "cost_info"):  # compress:<base>: size in bits, BitOps, MACs removed
-        net_shape = {"channels": args.channels, "cells_per_stage": args.cells_per_stage}
-        record.update(space.cost_info(genotype, args.dataset, **net_shape))
-    if args.latency:
-        shape = task.input_shape
-        variables = benchmark_variables(net, shape)
-        record["latency_ms"] = measure_latency_ms(
-            net, variables, shape, args.batch_size, repeats=args.repeats
+    space: str
+    strategy: str
+    dataset: str | None
+    data_dir: str | None
+    text: str | None
+    budget: int
+    batch: int
+    population_size: int
+    sample_size: int
+    steps: int
+    final_steps: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    member_batch: int
+    size: dict[str, int]
+    max_params: float | None
+    max_flops: float | None
+    max_latency_ms: float | None
+    seed: int
+    smoke: bool
+    out: str
+    resume: bool
+    no_progress: bool
+
+
+def _config(cls: type, args: argparse.Namespace) -> Any:
+    """``cls`` from the parsed flags; the size flags given go into ``size``."""
+    given = {k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None}
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "size"]
+    return cls(size=given, **{k: getattr(args, k) for k in names})
+
+
+def _check_at_least_one(values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise NasjaxError(f"{_flag(name)} must be >= 1, got {value}")
+
+
+# ----------------------------------------------------------------- info
+def info(cfg: InfoConfig) -> dict[str, Any]:
+    """``{space, arch, dataset, **size, **space.costs}`` of ``cfg.arch``; with
+    ``cfg.latency`` also ``space.measure`` (latency, peak memory, device, batch size)."""
+    _check_at_least_one({**cfg.size, "batch_size": cfg.batch_size, "repeats": cfg.repeats})
+    space = make_space(cfg.space)
+    dataset = cfg.dataset or DATA_KINDS[space.data_kind].info_dataset
+    size = space.resolve_size(cfg.size)
+    genotype = space.from_string(cfg.arch)
+    record = {"space": cfg.space, "arch": space.to_string(genotype), "dataset": dataset}
+    record.update(size)
+    record.update(space.costs(genotype, dataset, **size))
+    if cfg.latency:
+        measured = space.measure(
+            genotype, dataset, batch_size=cfg.batch_size, repeats=cfg.repeats, **size
         )
-        record["peak_mem_mb"] = peak_memory_mb(net, variables, shape, args.batch_size)
-        record["device"] = device_name()
-        record["batch_size"] = args.batch_size
+        record.update(measured)
     return record
 
 
-def _train_config(args: argparse.Namespace, steps: int) -> TrainConfig:
-    check_choice("optimizer", args.optimizer, ("sgd", "adamw"))
-    return TrainConfig(
-        steps=steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
-        channels=args.channels,
-        cells_per_stage=args.cells_per_stage,
-        member_batch=args.member_batch,
-    )
+# ----------------------------------------------------------------- search
+def _settle(cfg: SearchConfig, space: Any, kind: DataKind) -> tuple[SearchConfig, str, dict]:
+    """The dataset and sizes of a search (given, else the kind's, else the space's), with
+    ``--smoke``'s caps applied to run settings and sizes alike."""
+    _check_at_least_one(cfg.size)
+    dataset = cfg.dataset or kind.search_dataset
+    keys = space.default_size
+    size = {**{k: v for k, v in kind.search_size.items() if k in keys}, **cfg.size}
+    if cfg.smoke:
+        caps = {k: v for k, v in kind.smoke.items() if k not in keys}
+        cfg = dataclasses.replace(cfg, **{k: min(getattr(cfg, k), v) for k, v in caps.items()})
+        base = space.resolve_size(size)
+        size.update({k: min(base[k], v) for k, v in kind.smoke.items() if k in keys})
+    return cfg, dataset, space.resolve_size(size)
 
 
-def _validate_search_args(args: argparse.Namespace) -> None:
-    check_choice("space", args.space, SPACES)
-    check_choice("strategy", args.strategy, STRATEGIES)
-    if args.strategy in MULTI_OBJECTIVE:
+def _validate(cfg: SearchConfig, space: Any, kind: DataKind, dataset: str, size: dict) -> None:
+    check_choice("strategy", cfg.strategy, STRATEGIES)
+    if cfg.strategy in MULTI_OBJECTIVE:
         single = ", ".join(s for s in STRATEGIES if s not in MULTI_OBJECTIVE)
         raise NasjaxError(
-            f"strategy {args.strategy!r} is multi-objective and `search` has one objective "
-            "(validation accuracy); run experiments/mnist1d_pareto.py for accuracy vs "
-            f"latency, or choose one of {single}"
+            f"strategy {cfg.strategy!r} is multi-objective and `search` has one objective "
+            f"({kind.objective}); run {kind.pareto}, or choose one of {single}"
         )
-    check_choice("dataset", args.dataset, DATASETS)
-    for name in ("budget", "batch", "steps", "final_steps", "channels", "cells_per_stage"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise NasjaxError(f"{flag} must be >= 1, got {getattr(args, name)}")
-    for name in ("max_params", "max_flops", "max_latency_ms"):
-        value = getattr(args, name)
+    check_choice("dataset", dataset, kind.datasets)
+    check_choice("optimizer", cfg.optimizer, ("sgd", "adamw"))
+    names = ("budget", "batch", "steps", "final_steps", "batch_size", "member_batch")
+    _check_at_least_one({n: getattr(cfg, n) for n in names})
+    for name in BOUNDS:
+        value = getattr(cfg, name)
         if value is not None and not value > 0:
-            raise NasjaxError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+            raise NasjaxError(f"{_flag(name)} must be > 0, got {value}")
+    require(space, "functional")  # the population trainer of every kind
+    check_bounds(space, _bounds(cfg), dataset, size, kind.pareto)
 
 
-_NOT_CONFIG = ("command", "out", "resume", "no_progress")
+def _bounds(cfg: SearchConfig) -> dict[str, float]:
+    return {m: float(getattr(cfg, n)) for n, m in BOUNDS.items() if getattr(cfg, n) is not None}
 
 
-def _constrained(
-    evaluator: Evaluator, args: argparse.Namespace, space: Any
-) -> tuple[Evaluator, dict[str, float], Any]:
-    """Wraps the evaluator with the ``--max-*`` bounds (``constrained_fitness``).
-
-    Params and FLOPs come from the exact NB201 cost tables; latency from a per-op latency
-    table measured on this device first (``nasjax.spaces.nb201_latency``). Returns the
-    evaluator, the active bounds and a ``costs(genotypes) -> float[B, K]`` function
-    (``None`` if none).
-    """
-    bounds = {
-        "params": args.max_params,
-        "flops": args.max_flops,
-        "latency_ms": args.max_latency_ms,
-    }
-    bounds = {k: float(v) for k, v in bounds.items() if v is not None}
-    if not bounds:
-        return evaluator, {}, None
-    net = {"channels": args.channels, "cells_per_stage": args.cells_per_stage}
-    cost_fns = {}
-    for metric in ("params", "flops"):
-        if metric in bounds:
-            table = np.asarray(nb201_cost_table(metric, args.dataset, **net), np.float64)
-            cost_fns[metric] = lambda g, t=table: t[np.asarray(space.to_index(g))]
-    table_file = Path(args.out) / LATENCY_TABLE_FILE
-    if "latency_ms" in bounds:
-        # A resumed search predicts with the table it started with (exact resume).
-        if args.resume and table_file.exists():
-            latency = LatencyTable.from_json(table_file)
-        else:
-            latency = build_latency_table(space, args.dataset, **net)
-        cost_fns["latency_ms"] = lambda g: np.asarray(latency.predict(np.asarray(g)), np.float64)
-    every_cell = np.asarray(space.from_index(np.arange(space.size)))
-    names = list(bounds)
-    cheapest = np.array([cost_fns[k](every_cell).min() for k in names])
-    check_bound_satisfiable(cheapest, np.array([bounds[k] for k in names]), names)
-    if "latency_ms" in bounds and not table_file.exists():
-        table_file.parent.mkdir(parents=True, exist_ok=True)
-        latency.to_json(table_file)
-
-    def costs(genotypes: Any) -> np.ndarray:
-        return np.stack([cost_fns[k](genotypes) for k in names], axis=1)
-
-    def evaluate(key: jax.Array, population: jax.Array) -> tuple[jax.Array, dict]:
-        accuracy, metrics = evaluator.evaluate(key, population)
-        c = costs(population)
-        limits = np.array([bounds[k] for k in names])
-        metrics = {**metrics, **{k: c[:, i] for i, k in enumerate(names)}}
-        metrics["feasible"] = np.asarray(is_feasible(c, limits), np.float32)
-        return constrained_fitness(accuracy, c, limits), metrics
-
-    return Evaluator(evaluate), bounds, costs
+def _run_config(cfg: SearchConfig, dataset: str, size: dict) -> dict[str, Any]:
+    """The settings that change results (compared on ``--resume``)."""
+    skip = ("out", "resume", "no_progress", "size")
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}
+    return dict(sorted({**fields, **size, "dataset": dataset}.items()))
 
 
-def search(args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the search of ``args`` and returns the summary it writes."""
-    if args.space == "transformer":  # byte-level LM training, bits per byte
-        from nasjax.transformer_cli import transformer_search
+def _recipe(cfg: SearchConfig, size: dict, steps: int) -> Recipe:
+    fields = ("batch_size", "learning_rate", "optimizer", "member_batch", "smoke")
+    return Recipe(steps=steps, size=size, **{k: getattr(cfg, k) for k in fields})
 
-        return transformer_search(args)
-    if args.smoke:
-        for name, value in SMOKE.items():
-            setattr(args, name, min(getattr(args, name), value))
-    _validate_search_args(args)
+
+def search(cfg: SearchConfig) -> dict[str, Any]:
+    """Runs the search of ``cfg`` on any space with a population trainer (the space's data
+    kind says how it trains) and returns the summary it writes."""
+    space = make_space(cfg.space)
+    kind = DATA_KINDS[space.data_kind]
+    cfg, dataset, size = _settle(cfg, space, kind)
+    _validate(cfg, space, kind, dataset, size)
     t0 = time.time()
-    out = Path(args.out)
-    config = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_CONFIG}
-    RunDir.check(out, config, resume=args.resume)  # bad --out/--resume before any work
-    data = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
-    space = make_space(args.space)
-    options = {"batch_size": args.batch}
-    if args.strategy == "rea":
-        options.update(population_size=args.population_size, sample_size=args.sample_size)
-    strategy = make_strategy(args.strategy, space, **options)
-    evaluator = training_evaluator(space, data, _train_config(args, args.steps))
-    evaluator, bounds, costs = _constrained(evaluator, args, space)
-    generations = -(-args.budget // args.batch)
-    key_search, key_final = jax.random.split(jax.random.key(args.seed))
+    out = Path(cfg.out)
+    config = _run_config(cfg, dataset, size)
+    RunDir.check(out, config, resume=cfg.resume)  # bad --out/--resume before any work
+    data = kind.load(dataset, cfg.seed, cfg.data_dir, cfg.text)
+    options = {"batch_size": cfg.batch}
+    if cfg.strategy == "rea":
+        options.update(population_size=cfg.population_size, sample_size=cfg.sample_size)
+    strategy = space.repaired_strategy(make_strategy(cfg.strategy, space, **options))
+    key_search, key_train = jax.random.split(jax.random.key(cfg.seed))
+    train = kind.train_config(_recipe(cfg, size, cfg.steps))
+    evaluator = kind.evaluator(space, data, train, key_train)
+    bounds, costs = _bounds(cfg), None
+    if bounds:
+        evaluator, costs = bounded_evaluator(
+            evaluator,
+            space,
+            bounds,
+            dataset,
+            size,
+            latency_file=out / LATENCY_TABLE_FILE,
+            resume=cfg.resume,
+        )
+    generations = -(-cfg.budget // cfg.batch)
     result = run_search(
         key_search,
         space,
@@ -297,56 +274,44 @@ def search(args: argparse.Namespace) -> dict[str, Any]:
         evaluator.evaluate,
         generations,
         out,
-        resume=args.resume,
-        progress=not args.no_progress,
+        resume=cfg.resume,
+        progress=not cfg.no_progress,
         config=config,
     )
-    final_config = _train_config(args, args.final_steps)
-    final = train_population(key_final, result.best_genotype[None], data, space, final_config)
-    net = space.decode(
-        result.best_genotype,
-        args.dataset,
-        channels=args.channels,
-        cells_per_stage=args.cells_per_stage,
-    )
+    final_config = kind.train_config(_recipe(cfg, size, cfg.final_steps))
+    best = result.best_genotype
     summary = {
-        "arch": space.to_string(result.best_genotype),
-        "genotype": [int(v) for v in result.best_genotype],
-        "test_accuracy": float(final["test_accuracy"][0]),
-        "valid_accuracy": float(final["valid_accuracy"][0]),
-        **network_cost(net, data.input_shape),
-        "search_valid_accuracy": result.best_fitness,
+        "arch": space.to_string(best),
+        "genotype": [int(v) for v in best],
+        **kind.retrain(key_train, space, data, final_config, best),
+        **space.costs(best, dataset, **size),
+        **kind.search_fields(result.best_fitness),
         "num_evaluated": result.num_evaluated,
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
-        **_constraint_summary(bounds, costs, result.best_genotype),
-        "seed": args.seed,
+        **bounds_summary(bounds, costs, best),
+        "seed": cfg.seed,
         "wall_s": round(time.time() - t0, 2),
-        "space": args.space,
-        "strategy": args.strategy,
-        "dataset": args.dataset,
-        "search_training": _train_config(args, args.steps)._asdict(),
+        "space": cfg.space,
+        "strategy": cfg.strategy,
+        "dataset": dataset,
+        "search_training": train._asdict(),
         "final_training": final_config._asdict(),
     }
     records = [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
-    title = f"{args.strategy} on {args.space} / {args.dataset} (seed {args.seed})"
-    plot_search_curve(records, out / "search_curve.png", title)
+    title = f"{cfg.strategy} on {cfg.space} / {dataset} (seed {cfg.seed})"
+    plot_search_curve(records, out / "search_curve.png", title, ylabel=kind.fitness)
     write_json_atomic(out / "summary.json", summary)
     return summary
 
 
-def _constraint_summary(bounds: dict[str, float], costs: Any, genotype: np.ndarray) -> dict:
-    if not bounds:
-        return {}
-    found = costs(genotype[None])[0]
-    limits = np.array(list(bounds.values()))
-    return {
-        "constraints": {f"{k} <=": v for k, v in bounds.items()},
-        "constrained_costs": dict(zip(bounds, found.tolist())),
-        "feasible": bool(is_feasible(found, limits)),
-    }
+def _report(summary: dict[str, Any]) -> str:
+    kind = DATA_KINDS[make_space(summary["space"]).data_kind]
+    found, wall = f"found      {summary['arch']}", f"wall time  {summary['wall_s']:.0f} s"
+    return "\n".join([found, *kind.report(summary), wall])
 
 
+# ----------------------------------------------------------------- scripts and main
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse whose errors are one ``error: ...`` line and exit status 2 (the scripts')."""
 
@@ -369,32 +334,14 @@ def run_script(
     return 0
 
 
-def _report(summary: dict[str, Any]) -> str:
-    if summary.get("space") == "transformer":
-        from nasjax.transformer_cli import transformer_report
-
-        return transformer_report(summary)
-    lines = [
-        f"found      {summary['arch']}",
-        f"test acc   {100 * summary['test_accuracy']:.2f}%  (valid "
-        f"{100 * summary['valid_accuracy']:.2f}%)",
-        f"params     {summary['params']:,}   MACs {summary['macs']:,}",
-        f"wall time  {summary['wall_s']:.0f} s",
-    ]
-    if summary["dataset"] == "mnist1d":
-        published = ", ".join(f"{k} {v}%" for k, v in MNIST1D_PUBLISHED.items())
-        lines.append(f"published MNIST-1D test accuracy (Greydanus 2020): {published}")
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "info":
-            print(json.dumps(info(args)))
+            print(json.dumps(info(_config(InfoConfig, args))))
         else:
-            summary = search(args)
+            summary = search(_config(SearchConfig, args))
             print(_report(summary))
             print(f"summary: {Path(args.out) / 'summary.json'}")
     except NasjaxError as err:

@@ -37,3 +37,8 @@ def check_positive(**values: object) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
             raise NasjaxError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+class CapabilityError(NasjaxError):
+    """A search space asked for a network capability it does not have (one line naming the
+    space, the capability and what to use instead; see :mod:`nasjax.spaces.contract`)."""

@@ -11,7 +11,10 @@ import numpy as np
 
 
 def plot_search_curve(
-    records: Sequence[dict], path: str | os.PathLike, title: str = "search"
+    records: Sequence[dict],
+    path: str | os.PathLike,
+    title: str = "search",
+    ylabel: str = "fitness (validation accuracy, maximised)",
 ) -> Path:
     """Fitness of every evaluated architecture and the best so far, against evaluations.
 
@@ -19,6 +22,7 @@ def plot_search_curve(
       records: the search's ``results.jsonl`` records, in order (``fitness`` maximised).
       path: where the PNG goes (written to a temporary name, then renamed).
       title: the figure title.
+      ylabel: what the fitness is.
 
     Returns:
       The path written.
@@ -36,7 +40,7 @@ def plot_search_curve(
     ax.scatter(steps, fitness, s=10, alpha=0.5, label="evaluated")
     ax.step(steps, best, where="post", color="C3", label="best so far")
     ax.set_xlabel("architectures evaluated")
-    ax.set_ylabel("fitness (validation accuracy, maximised)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

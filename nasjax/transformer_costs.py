@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.errors import NasjaxError
+from nasjax.errors import NasjaxError, check_positive
 from nasjax.nets.transformer import LMSpec, embed_shapes, forward, layer_shapes
 from nasjax.nets.transformer_generate import generate
 from nasjax.objectives import compiled_memory_mb, device_name
@@ -204,4 +204,26 @@ def measured_costs(
         ),
         "peak_mem_mb": peak_memory_mb(spec, context),
         "device": device_name(),
+    }
+
+
+def inference_costs(
+    spec: LMSpec, context: int, batch_size: int = 1, repeats: int = 20
+) -> dict[str, Any]:
+    """What ``nasjax info --latency`` measures: ``latency_ms`` of a forward pass over
+    ``context``, ``generate_ms_per_token`` (prefill half the context, generate the other
+    half with a KV cache; None for a context of 1), ``peak_mem_mb``, ``device``,
+    ``batch_size``."""
+    check_context(spec, context)
+    check_positive(batch_size=batch_size, repeats=repeats)
+    half, generate = max(1, context // 2), None  # None: no room for prompt and generation
+    if context > 1:
+        reps = max(1, repeats // 2)
+        generate = generate_latency_ms(spec, context - half, half, batch_size, reps)
+    return {
+        "latency_ms": forward_latency_ms(spec, context, batch_size, repeats),
+        "generate_ms_per_token": generate,
+        "peak_mem_mb": peak_memory_mb(spec, context, batch_size),
+        "device": device_name(),
+        "batch_size": batch_size,
     }

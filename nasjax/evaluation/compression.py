@@ -25,7 +25,9 @@ COST_KEYS = ("bits_total", "bitops", "mac_fraction_removed")
 def population_costs(space: Any, genotypes: Any, dataset: str, config: TrainConfig) -> dict:
     """``bits_total``, ``bitops``, ``mac_fraction_removed`` and ``bits_dense`` per member."""
     rows = [
-        space.costs(g, dataset, channels=config.channels, cells_per_stage=config.cells_per_stage)
+        space.compression_costs(
+            g, dataset, channels=config.channels, cells_per_stage=config.cells_per_stage
+        )
         for g in np.asarray(genotypes)
     ]
     return {k: np.array([r[k] for r in rows], np.float64) for k in COST_KEYS + ("bits_dense",)}

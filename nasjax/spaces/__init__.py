@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nasjax.errors import check_choice
 from nasjax.spaces.base import SearchSpace
+from nasjax.spaces.contract import CAPABILITIES, SpaceContract, require, supports
 from nasjax.spaces.darts import DartsSpace
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.transformer import TransformerSpace
@@ -31,4 +32,15 @@ def make_space(name: str) -> SearchSpace:
     return SPACES[name]()
 
 
-__all__ = ["SPACES", "DartsSpace", "NB201Space", "SearchSpace", "TransformerSpace", "make_space"]
+__all__ = [
+    "CAPABILITIES",
+    "SPACES",
+    "DartsSpace",
+    "NB201Space",
+    "SearchSpace",
+    "SpaceContract",
+    "TransformerSpace",
+    "make_space",
+    "require",
+    "supports",
+]

@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.errors import NasjaxError
+from nasjax.errors import NasjaxError, check_positive
+from nasjax.spaces.contract import capability_error, missing_capability
+
+_DEFAULT_INSTEAD = {
+    "decode": "it has no networks",
+    "functional": "search it with a gradient method (relaxed) or a script of experiments/",
+    "relaxed": "search it with `nasjax search` (population training)",
+    "costs": "it has no networks to count",
+    "measure": "it has no networks to time",
+    "cost_table": "bound costs per genotype with space.costs",
+    "latency_table": "measure single architectures with `nasjax info --latency`",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +38,11 @@ class SearchSpace:
     """
 
     num_choices: tuple[int, ...]
+
+    name: ClassVar[str] = "space"
+    """The registry name (``make_space(name)``)."""
+    instead: ClassVar[dict[str, str]] = _DEFAULT_INSTEAD
+    """Per missing capability, what to use instead (the error's second half)."""
 
     # ----------------------------------------------------------------- shape facts
     @property
@@ -169,3 +186,71 @@ class SearchSpace:
         except ValueError:
             raise NasjaxError(f"malformed genotype string {text!r}") from None
         return self.validate(np.asarray(values))
+
+    def repaired_strategy(self, strategy: Any) -> Any:
+        """``strategy`` whose asked genotypes are valid; every in-range genotype is here."""
+        return strategy
+
+    # ----------------------------------------------------------------- network contract
+    @property
+    def data_kind(self) -> str:
+        """What the networks consume: ``"images"`` (``nasjax.tasks``) or ``"text"``."""
+        return "images"
+
+    @property
+    def default_size(self) -> dict[str, int]:
+        """The size settings of the networks and their defaults (none here)."""
+        return {}
+
+    def resolve_size(self, size: dict[str, Any]) -> dict[str, int]:
+        """``default_size`` updated by ``size``.
+
+        Raises:
+          NasjaxError: one line for an unknown key (naming the valid ones) or a value < 1.
+        """
+        valid = self.default_size
+        unknown = [k for k in size if k not in valid]
+        if unknown:
+            keys = ", ".join(valid) or "none"
+            raise NasjaxError(
+                f"space {self.name!r} has no size {unknown[0]!r}; its size keys: {keys}"
+            )
+        check_positive(**size)
+        return {**valid, **size}
+
+    @missing_capability
+    def decode(self, genotype: object, dataset: str, **size: int) -> Any:
+        """The specialised module of one genotype."""
+        raise capability_error(self, "decode")
+
+    @missing_capability
+    def functional(self, dataset: str, **size: int) -> Any:
+        """Population-trainable ``init`` / ``apply`` over a traced genotype."""
+        raise capability_error(self, "functional")
+
+    @missing_capability
+    def relaxed(self, dataset: str, mode: str, **size: int) -> Any:
+        """The relaxed network for gradient search under ``mode``."""
+        raise capability_error(self, "relaxed")
+
+    @missing_capability
+    def costs(self, genotype: object, dataset: str, **size: int) -> dict[str, Any]:
+        """Exact counts of the decoded network."""
+        raise capability_error(self, "costs")
+
+    @missing_capability
+    def measure(
+        self, genotype: object, dataset: str, *, batch_size: int = 1, repeats: int = 20, **size: int
+    ) -> dict[str, Any]:
+        """Latency and peak memory on the current default device."""
+        raise capability_error(self, "measure")
+
+    @missing_capability
+    def cost_table(self, metric: str, dataset: str, **size: int) -> np.ndarray:
+        """Exact ``metric`` of every genotype, by ``to_index``."""
+        raise capability_error(self, "cost_table")
+
+    @missing_capability
+    def latency_table(self, dataset: str, **size: int) -> Any:
+        """A per-op latency model (``predict(genotypes)``)."""
+        raise capability_error(self, "latency_table")

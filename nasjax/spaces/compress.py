@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +24,7 @@ from nasjax.errors import NasjaxError
 from nasjax.nets.prune import kept_channels
 from nasjax.nets.quantize import FULL_PRECISION
 from nasjax.spaces.base import SearchSpace
+from nasjax.spaces.decoded import decoded_costs, decoded_measure
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.tasks import get_task
 
@@ -56,6 +57,12 @@ class CompressedSpace(SearchSpace):
     keep_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
     fixed_arch: tuple[int, ...] | None = None
     float_steps: int = 0
+
+    instead: ClassVar[dict[str, str]] = {
+        **SearchSpace.instead,
+        "relaxed": "search bit-widths by gradient with nasjax.relaxation.bit_search "
+        "(experiments/compression_search.py)",
+    }
 
     def __post_init__(self) -> None:
         if not isinstance(self.base, NB201Space):
@@ -239,12 +246,12 @@ class CompressedSpace(SearchSpace):
         g = self.validate(genotype)
         return self.base.decode(np.asarray(self.arch_of(g)), dataset, **kwargs)
 
-    def costs(
+    def compression_costs(
         self, genotype: object, dataset: str, *, channels: int = 16, cells_per_stage: int = 5
     ) -> dict[str, float]:
         """Exact ``bits_total``, ``weight_bits``, ``bitops``, ``macs_kept``, ``macs_dense``,
         ``mac_fraction_removed``, live ``params_kept`` and ``bits_dense`` (32-bit, unpruned);
-        see :mod:`nasjax.compression.costs`."""
+        see :mod:`nasjax.compression.costs`. Closed forms, cheap per genotype."""
         g = self.validate(genotype)
         self._check_channels(channels)
         task = get_task(dataset)
@@ -260,9 +267,26 @@ class CompressedSpace(SearchSpace):
         dense = {u: (FULL_PRECISION, FULL_PRECISION, 1.0) for u in UNITS}
         return summarize(nb201_layers(arch, policy, **shape), nb201_layers(arch, dense, **shape))
 
-    def cost_info(self, genotype: object, dataset: str, **net: Any) -> dict[str, Any]:
-        """What ``nasjax info`` prints for a compressed arch: the costs and the policy."""
-        g = self.validate(genotype)
-        out = {**self.costs(g, dataset, **net)}
+    # ------------------------------------------------------------- the space contract
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """``compress:<base>``."""
+        return f"compress:{self.base.name}"
+
+    @property
+    def default_size(self) -> dict[str, int]:
+        """The base space's sizes."""
+        return self.base.default_size
+
+    def costs(self, genotype: object, dataset: str, **size: int) -> dict[str, Any]:
+        """The uncompressed network's ``params``, ``macs``, ``flops``, then
+        :meth:`compression_costs` and ``compression_ratio`` (dense bits / bits)."""
+        size = self.resolve_size(size)
+        out = {**decoded_costs(self, genotype, dataset, **size)}
+        out.update(self.compression_costs(genotype, dataset, **size))
         out["compression_ratio"] = out["bits_dense"] / out["bits_total"]
         return out
+
+    def measure(self, genotype: object, dataset: str, **options: int) -> dict[str, Any]:
+        """Latency and peak memory of the uncompressed :meth:`decode` (float kernels)."""
+        return decoded_measure(self, genotype, dataset, **options)

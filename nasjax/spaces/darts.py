@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from nasjax.nets.relaxed import RelaxedNetwork
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.darts_net import GENOTYPE_OPS, OPS, DartsNetwork
 from nasjax.spaces.darts_search_net import darts_relaxed_network
+from nasjax.spaces.decoded import decoded_costs, decoded_measure
 from nasjax.tasks import get_task
 
 
@@ -96,6 +98,12 @@ class DartsSpace(SearchSpace):
     num_choices: tuple[int, ...] = _num_choices(4)
     nodes: int = 4
     ops: tuple[str, ...] = OPS
+
+    name: ClassVar[str] = "darts"
+    instead: ClassVar[dict[str, str]] = {
+        **SearchSpace.instead,
+        "functional": "search it with experiments/darts_search.py (gradient search)",
+    }
 
     def __post_init__(self) -> None:
         if not isinstance(self.nodes, int) or self.nodes < 1:
@@ -225,9 +233,27 @@ class DartsSpace(SearchSpace):
 
     def relaxed(self, dataset: str, mode: str, **size: int) -> RelaxedNetwork:
         """The search supernet for gradient search under ``mode`` (``darts``, ``gdas``,
-        ``pcdarts``); ``size``: ``channels`` (16), ``layers`` (8), ``partial_k`` (4). See
+        ``pcdarts``); ``size``: ``channels`` (16), ``layers`` (8) or ``cells_per_stage``
+        (``layers = 3 N + 2``), ``partial_k`` (4). See
         :func:`nasjax.spaces.darts_search_net.darts_relaxed_network`."""
+        if "cells_per_stage" in size:
+            n = size.pop("cells_per_stage")
+            size["layers"] = 3 * n + 2
         return darts_relaxed_network(dataset, mode, nodes=self.nodes, **size)
+
+    # ------------------------------------------------------------ the space contract
+    @property
+    def default_size(self) -> dict[str, int]:
+        """The paper's evaluation network: ``channels`` 36, ``cells_per_stage`` 6 (20 cells)."""
+        return {"channels": 36, "cells_per_stage": 6}
+
+    def costs(self, genotype: object, dataset: str, **size: int) -> dict[str, int]:
+        """Exact ``params``, ``macs``, ``flops`` of :meth:`decode` (auxiliary head off)."""
+        return decoded_costs(self, genotype, dataset, **size)
+
+    def measure(self, genotype: object, dataset: str, **options: int) -> dict[str, Any]:
+        """Latency and peak memory of :meth:`decode` here (``batch_size``, ``repeats``)."""
+        return decoded_measure(self, genotype, dataset, **options)
 
 
 def _check_size(**values: int) -> None:

@@ -10,12 +10,14 @@ the benchmark's own row index, which the tabular evaluator maps through the arch
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import numpy as np
 
 from nasjax.errors import NasjaxError
 from nasjax.nets.relaxed import RelaxedNetwork
 from nasjax.spaces.base import SearchSpace
+from nasjax.spaces.decoded import decoded_costs, decoded_measure
 from nasjax.spaces.nb201_functional import NB201Functional
 from nasjax.spaces.nb201_net import EDGES, OPS, NB201Network
 from nasjax.spaces.nb201_search_net import nb201_relaxed_network
@@ -35,6 +37,8 @@ class NB201Space(SearchSpace):
 
     ops: tuple[str, ...] = OPS
     edges: tuple[tuple[int, int], ...] = EDGES
+
+    name: ClassVar[str] = "nb201"
 
     def to_string(self, genotype: object) -> str:
         """The official arch string, e.g. ``|nor_conv_3x3~0|+|...|+|...|``."""
@@ -147,3 +151,32 @@ class NB201Space(SearchSpace):
             cells_per_stage=cells_per_stage,
             ndim=task.ndim,
         )
+
+    # ------------------------------------------------------------- the space contract
+    @property
+    def default_size(self) -> dict[str, int]:
+        """The benchmark's network: ``channels`` 16, ``cells_per_stage`` 5."""
+        return {"channels": 16, "cells_per_stage": 5}
+
+    def costs(self, genotype: object, dataset: str, **size: int) -> dict[str, int]:
+        """Exact ``params``, ``macs``, ``flops`` of :meth:`decode` (the benchmark's counts)."""
+        return decoded_costs(self, genotype, dataset, **size)
+
+    def measure(self, genotype: object, dataset: str, **options: int) -> dict[str, Any]:
+        """Latency and peak memory of :meth:`decode` here (``batch_size``, ``repeats``)."""
+        return decoded_measure(self, genotype, dataset, **options)
+
+    def cost_table(self, metric: str, dataset: str, **size: int) -> np.ndarray:
+        """``params``, ``macs`` or ``flops`` of all 15,625 cells, by :meth:`to_index`."""
+        from nasjax.spaces.nb201_costs import nb201_cost_table
+
+        return nb201_cost_table(metric, dataset, **self.resolve_size(size))
+
+    def latency_table(self, dataset: str, *, load: Any = None, **size: int) -> Any:
+        """Per-op latency model measured on this device (``nasjax.spaces.nb201_latency``),
+        or read from ``load`` (a JSON file its ``to_json`` wrote) instead of measuring."""
+        from nasjax.spaces.nb201_latency import LatencyTable, build_latency_table
+
+        if load is not None:
+            return LatencyTable.from_json(load)
+        return build_latency_table(self, dataset, **self.resolve_size(size))

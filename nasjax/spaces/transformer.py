@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,10 @@ from nasjax.nets.transformer import (
     slice_params,
 )
 from nasjax.spaces.base import SearchSpace
+from nasjax.transformer_costs import inference_costs, training_free_costs
+
+DATASETS: tuple[str, ...] = ("bytes",)
+"""What the models consume: byte-level text (vocabulary 256; ``nasjax.text``)."""
 
 _LAYER = re.compile(r"h(\d+)e(\d+)d(\d+)")
 _HEAD = re.compile(r"d(\d+)-L(\d+)")
@@ -62,6 +66,14 @@ class TransformerSpace(SearchSpace):
     head_dims: tuple[int, ...] = (16, 32)
     max_context: int = 128
     vocab_size: int = 256
+
+    name: ClassVar[str] = "transformer"
+    instead: ClassVar[dict[str, str]] = {
+        **SearchSpace.instead,
+        "relaxed": "search it with `nasjax search --space transformer` (population "
+        "training) or through its weight-sharing supernet (space.supernet())",
+        "latency_table": "run experiments/transformer_pareto.py for bits per byte against latency",
+    }
 
     def __post_init__(self) -> None:
         for name in ("widths", "layers", "heads", "mlp_ratios", "head_dims"):
@@ -244,9 +256,54 @@ class TransformerSpace(SearchSpace):
         return self.from_string(self.to_string(genotype))
 
     # ----------------------------------------------------------------- networks
-    def decode(self, genotype: object, dtype: Any = jnp.float32) -> TransformerLM:
-        """The specialised Flax model: ``apply({"params": p}, tokens int32[B, T]) -> logits``."""
+    def decode(
+        self, genotype: object, dataset: str = "bytes", *, dtype: Any = jnp.float32, **size: int
+    ) -> TransformerLM:
+        """The specialised Flax model: ``apply({"params": p}, tokens int32[B, T]) -> logits``
+        (any context up to ``max_context``; ``size`` is checked, the model has no other)."""
+        self._check(dataset, size)
         return TransformerLM(self.spec(genotype), dtype)
+
+    # ----------------------------------------------------------------- the space contract
+    @property
+    def data_kind(self) -> str:
+        """Byte-level language modelling (``nasjax.text``)."""
+        return "text"
+
+    @property
+    def default_size(self) -> dict[str, int]:
+        """``context``: tokens per window (64). Not a weight shape, but it sets the FLOPs per
+        token, the latency and the training windows, so the costs depend on it."""
+        return {"context": 64}
+
+    def _check(self, dataset: str, size: dict[str, int]) -> int:
+        check_choice("dataset", dataset, DATASETS)
+        return self.resolve_size(size)["context"]
+
+    def functional(self, dataset: str = "bytes", **size: int) -> ElasticSupernet:
+        """The elastic supernet: ``init(key)``, ``apply(params, genotype, tokens)``."""
+        self._check(dataset, size)
+        return self.supernet()
+
+    def costs(self, genotype: object, dataset: str = "bytes", **size: int) -> dict[str, int]:
+        """``decoder_params``, ``embedding_params``, ``total_params``, ``flops_per_token``
+        at ``context`` (:func:`nasjax.transformer_costs.training_free_costs`)."""
+        return training_free_costs(self.spec(genotype), self._check(dataset, size))
+
+    def measure(
+        self,
+        genotype: object,
+        dataset: str = "bytes",
+        *,
+        batch_size: int = 1,
+        repeats: int = 20,
+        **size: int,
+    ) -> dict[str, Any]:
+        """``latency_ms`` of a forward pass over the context, ``generate_ms_per_token``
+        (prefill half, generate half with a KV cache; None for a context of 1),
+        ``peak_mem_mb``, ``device`` and ``batch_size``."""
+        context = self._check(dataset, size)
+        return inference_costs(self.spec(genotype), context, batch_size, repeats)
 
     def masks(self, genotype: jnp.ndarray) -> ElasticMasks:
         """The sub-model's 0/1 masks in the supernet's largest weights (jittable)."""
