@@ -173,7 +173,7 @@ def test_bfloat16_forward_is_close():
     params = TINY.supernet().slice(TINY.supernet().init(jax.random.key(0)), g)
     tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, 256)
     f32 = jax.jit(TINY.decode(g).apply)(params, tokens)
-    bf16 = jax.jit(TINY.decode(g, jnp.bfloat16).apply)(params, tokens)
+    bf16 = jax.jit(TINY.decode(g, dtype=jnp.bfloat16).apply)(params, tokens)
     assert bf16.dtype == jnp.float32  # logits for the loss stay float32
     np.testing.assert_allclose(bf16, f32, atol=0.05)
 
