@@ -31,9 +31,14 @@ def toy_objectives(population):
 
 @functools.cache
 def true_front():
-    """The toy front by brute force over all 15,625 cells (distinct objective vectors)."""
-    values = np.unique(np.asarray(toy_objectives(SPACE.from_index(jnp.arange(SPACE.size)))), axis=0)
-    return jnp.asarray(values[np.asarray(pareto_mask(jnp.asarray(values)))])
+    """The toy front by brute force over all 15,625 cells (distinct objective vectors).
+
+    Evaluated eagerly even when first called while tracing ``run`` under ``jit`` (the test
+    order varies with the workers that run it)."""
+    with jax.ensure_compile_time_eval():
+        cells = SPACE.from_index(jnp.arange(SPACE.size))
+        values = np.unique(np.asarray(toy_objectives(cells)), axis=0)
+        return jnp.asarray(values[np.asarray(pareto_mask(jnp.asarray(values)))])
 
 
 @functools.cache
