@@ -22,9 +22,8 @@ $(STAMP): requirements.txt requirements-bench.txt pyproject.toml
 search: install  ## the main job: REA on NB201 over MNIST-1D (ARGS="..." adds CLI flags)
 	$(PY) experiments/mnist1d_rea.py --out runs/mnist1d_rea $(ARGS)
 
-test: install  ## the whole suite: fast tests on 2 workers, then the slow end-to-end ones
-	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
-	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+test: install  ## the whole suite in one run on 2 workers (idle workers steal queued tests)
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
