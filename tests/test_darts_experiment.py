@@ -53,8 +53,12 @@ def test_resume_with_other_flags_is_refused_before_any_work(script, tmp_path, ca
     assert "already holds a run" in capsys.readouterr().err
 
 
+# The script end to end for the two mixed-op paths (every op summed; one sampled op under
+# lax.switch). Each method's whole epoch loop and its log fields run on a toy network in
+# tests/test_relaxation.py, and the NB201 / DARTS relaxed networks in every mode there and
+# in tests/test_darts_space.py, at a fraction of the compile time of darts2 and PC-DARTS here.
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["darts1", "darts2", "gdas", "pcdarts"])
+@pytest.mark.parametrize("method", ["darts1", "gdas"])
 def test_each_method_searches_and_retrains_at_smoke_size(script, tmp_path, capsys, method):
     out = tmp_path / method
     argv = ["--method", method, "--smoke", "--out", str(out), "--no-progress"]
@@ -71,8 +75,6 @@ def test_each_method_searches_and_retrains_at_smoke_size(script, tmp_path, capsy
     assert f"arch: {result['arch']}" in capsys.readouterr().out
     if method == "gdas":
         assert result["history"][1]["tau"] < result["history"][0]["tau"]
-    if method == "pcdarts":
-        assert len(result["history"][0]["beta"]) == 6
 
 
 @pytest.mark.slow

@@ -268,6 +268,21 @@ def test_gradient_search_logs_resumes_and_repeats(tmp_path):
         gradient_search(jax.random.key(0), space, net, config, data, **kw | {"epochs": 2})
 
 
+@pytest.mark.parametrize("method", ["darts1", "darts2", "pcdarts"])
+def test_each_method_logs_its_own_fields(method):
+    """Every method runs the whole epoch loop (the toy network compiles in seconds);
+    PC-DARTS records its edge weights beta, GDAS its temperature (above)."""
+    config = M.method_config(method, 2 * 3)
+    net = toy_network(M.METHODS[method])
+    kw = {"epochs": 2, "batch_size": 16, "progress": False}
+    result = gradient_search(jax.random.key(1), NB201Space(), net, config, toy_data(96), **kw)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert ("beta" in result.history[0]) == (method == "pcdarts")
+    if method == "pcdarts":
+        assert len(result.history[0]["beta"]) == 6
+    assert all(np.isfinite(h["alpha_entropy"]) for h in result.history)
+
+
 def test_search_diagnostics():
     assert op_entropy(np.zeros((6, 5))) == pytest.approx(np.log(5), rel=1e-6)
     assert op_entropy(np.array([[100.0, 0, 0, 0, 0]] * 6)) == pytest.approx(0.0, abs=1e-6)
