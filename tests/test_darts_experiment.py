@@ -81,8 +81,8 @@ def test_each_method_searches_and_retrains_at_smoke_size(script, tmp_path, capsy
 def test_bench_smoke(tmp_path):
     bench = load_experiment("bench_darts_search")
     out = tmp_path / "bench.json"
-    assert bench.main(["--smoke", "--methods", "darts1,gdas", "--out", str(out)]) == 0
+    assert bench.main(["--smoke", "--methods", "darts1", "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
-    assert set(figures["nasjax"]) == {"darts1", "gdas"}
+    assert set(figures["nasjax"]) == {"darts1"}  # one method: the bench's plumbing
     assert figures["ratio_to_darts1"]["darts1"] == 1.0
     assert figures["pytorch_over_nasjax_darts1"] > 0

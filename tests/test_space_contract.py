@@ -240,4 +240,7 @@ def test_cli_search_smoke_runs(space, capsys, tmp_path):
     assert main(argv) == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["space"] == space.name and summary["num_evaluated"] == 4
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4
     assert (tmp_path / "search_curve.png").read_bytes()[:4] == b"\x89PNG"
+    if space.data_kind == "text":  # the LM recipe: bits per byte, reported as such
+        assert summary["valid_bpb"] < 8.1 and "bits per byte" in capsys.readouterr().out

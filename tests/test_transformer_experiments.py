@@ -115,17 +115,6 @@ def test_cli_search_resume_with_another_seed_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cli_search_smoke(tmp_path, capsys):
-    out = tmp_path / "s"
-    argv = ["search", "--space", "transformer", "--smoke", "--no-progress", "--out", str(out)]
-    assert cli_main(argv) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["num_evaluated"] == 4 and summary["valid_bpb"] < 8.1
-    assert len((out / "results.jsonl").read_text().splitlines()) == 4
-    assert "bits per byte" in capsys.readouterr().out
-
-
-@pytest.mark.slow
 def test_proxy_study_smoke(tmp_path):
     module = load_experiment("transformer_proxy")
     assert module.main(["--smoke", "--out", str(tmp_path)]) == 0
