@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -111,29 +112,33 @@ def normalise(accuracy: np.ndarray, cost: np.ndarray) -> np.ndarray:
 def run_strategy(name: str, objectives: np.ndarray, keys: jax.Array, budget: int) -> np.ndarray:
     """Dense codes queried, ``int32[S, budget]``, one row per seed."""
     space = NB201Space()
-    told = jnp.asarray(objectives)
     if name == "nsga2":
         strategy = make_strategy("nsga2", space, population_size=NSGA2_POPULATION)
-        search = lambda key: query_table(strategy, told, key, num_queries=budget)
-        return np.asarray(jax.jit(jax.vmap(search))(keys))
-    if name == "random":
+        search = lambda key, told: query_table(strategy, told, key, num_queries=budget)
+    elif name == "random":
         strategy = make_strategy("random", space)
-        search = lambda key: query_table(strategy, told[:, 0], key, num_queries=budget)
-        return np.asarray(jax.jit(jax.vmap(search))(keys))
-    # One REA per scalarisation weight, each with an equal share of the budget.
-    strategy = make_strategy("rea", space, **REA_SETTINGS)
-    weights = jnp.asarray(SCALARISATION_WEIGHTS, jnp.float32)
-    share = -(-budget // len(SCALARISATION_WEIGHTS))
+        search = lambda key, told: query_table(strategy, told[:, 0], key, num_queries=budget)
+    else:  # one REA per scalarisation weight, each with an equal share of the budget
+        strategy = make_strategy("rea", space, **REA_SETTINGS)
+        weights = jnp.asarray(SCALARISATION_WEIGHTS, jnp.float32)
+        share = -(-budget // len(SCALARISATION_WEIGHTS))
 
-    def search(key: jax.Array) -> jax.Array:
-        def one(w: jax.Array, k: jax.Array) -> jax.Array:
-            scalar = w * told[:, 0] + (1.0 - w) * told[:, 1]
-            return query_table(strategy, scalar, k, num_queries=share)
+        def search(key: jax.Array, told: jax.Array) -> jax.Array:
+            def one(w: jax.Array, k: jax.Array) -> jax.Array:
+                scalar = w * told[:, 0] + (1.0 - w) * told[:, 1]
+                return query_table(strategy, scalar, k, num_queries=share)
 
-        runs = jax.vmap(one)(weights, jax.random.split(key, len(SCALARISATION_WEIGHTS)))
-        return runs.reshape(-1)[:budget]
+            runs = jax.vmap(one)(weights, jax.random.split(key, len(SCALARISATION_WEIGHTS)))
+            return runs.reshape(-1)[:budget]
 
-    return np.asarray(jax.jit(jax.vmap(search))(keys))
+    return _searched(search, keys, jnp.asarray(objectives))
+
+
+def _searched(search: Any, keys: jax.Array, told: jax.Array) -> np.ndarray:
+    """``search(key, told)`` for every key in one compiled call; the table is an argument,
+    not a constant of the program (so every objective and seed count reuses it, and XLA
+    does not fold a 15,625-row constant)."""
+    return np.asarray(jax.jit(jax.vmap(search, in_axes=(0, None)))(keys, told))
 
 
 def run_constrained(
@@ -146,8 +151,8 @@ def run_constrained(
         jnp.asarray([bound], jnp.float32),
     )
     strategy = make_strategy("rea", NB201Space(), **REA_SETTINGS)
-    search = lambda key: query_table(strategy, told, key, num_queries=budget)
-    codes = np.asarray(jax.jit(jax.vmap(search))(keys))
+    search = lambda key, told: query_table(strategy, told, key, num_queries=budget)
+    codes = _searched(search, keys, told)
     feasible = cost <= bound
     best = [float(np.max(np.where(feasible[row], accuracy[row], -np.inf))) for row in codes]
     found = np.isfinite(best)
