@@ -60,13 +60,12 @@ import numpy as np
 import optax
 
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.nets.layers import Conv
+from nasjax.nets.layers import BN_EPSILON, Conv
 from nasjax.objectives import network_cost
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_costs import nb201_cost_table
 from nasjax.spaces.nb201_forward import Layers, Site, forward
 from nasjax.spaces.nb201_functional import NB201Functional, to_flax_variables
-from nasjax.spaces.nb201_net import BN_EPSILON
 from nasjax.tasks import get_task
 
 PROXIES = (

@@ -89,6 +89,35 @@ class Conv(nn.Module):
 # im2col form (one slice per window tap) made its programs too large to compile quickly.
 
 
+BN_MOMENTUM = 0.9
+"""BatchNorm running-statistics momentum in flax's convention (PyTorch's ``momentum=0.1``,
+as the NAS-Bench-201 and DARTS reference code train)."""
+BN_EPSILON = 1e-5
+"""BatchNorm epsilon of the reference code (PyTorch's default)."""
+
+
+def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
+    """``nn.BatchNorm`` with the reference code's (PyTorch's) momentum and epsilon."""
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
+    )
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> conv (no bias, ``kernel // 2`` padding) -> BatchNorm: NAS-Bench-201's
+    convolution op and DARTS's preprocessing layer."""
+
+    features: int
+    kernel: int = 1
+    stride: int = 1
+    ndim: int = 2
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        conv = Conv(self.features, self.kernel, self.stride, self.kernel // 2, self.ndim)
+        return batch_norm(train)(conv(nn.relu(x)))
+
+
 def _spatial_config(ndim: int, window: int, stride: int, padding: int) -> tuple:
     dims = (1,) + (window,) * ndim + (1,)
     strides = (1,) + (stride,) * ndim + (1,)

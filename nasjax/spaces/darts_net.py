@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nasjax.nets.layers import Conv, DepthwiseConv, avg_pool, max_pool
+from nasjax.nets.layers import Conv, DepthwiseConv, ReLUConvBN, avg_pool, batch_norm, max_pool
 
 OPS: tuple[str, ...] = (
     "none",
@@ -49,15 +49,6 @@ GENOTYPE_OPS: tuple[str, ...] = OPS[1:]
 STEM_MULTIPLIER = 3
 AUX_NAME = "auxiliary_head"
 
-_BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
-_BN_EPSILON = 1e-5
-
-
-def _bn(train: bool, name: str | None = None) -> nn.BatchNorm:
-    return nn.BatchNorm(
-        use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name
-    )
-
 
 def shift_by_one(x: jnp.ndarray) -> jnp.ndarray:
     """``x[:, 1:, 1:]`` (every spatial axis), zero-padded at the end back to even size, so
@@ -66,20 +57,6 @@ def shift_by_one(x: jnp.ndarray) -> jnp.ndarray:
     x = x[(slice(None),) + (slice(1, None),) * ndim]
     pad = [(0, 0)] + [(0, (n + 1) % 2) for n in x.shape[1:-1]] + [(0, 0)]
     return jnp.pad(x, pad)
-
-
-class ReLUConvBN(nn.Module):
-    """ReLU -> conv (no bias) -> BatchNorm."""
-
-    features: int
-    kernel: int = 1
-    stride: int = 1
-    ndim: int = 2
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = Conv(self.features, self.kernel, self.stride, self.kernel // 2, self.ndim)
-        return _bn(train)(conv(nn.relu(x)))
 
 
 class FactorizedReduce(nn.Module):
@@ -94,7 +71,7 @@ class FactorizedReduce(nn.Module):
         half = self.features // 2
         a = Conv(half, 1, 2, ndim=self.ndim, name="conv_1")(x)
         b = Conv(self.features - half, 1, 2, ndim=self.ndim, name="conv_2")(shift_by_one(x))
-        return _bn(train)(jnp.concatenate([a, b], axis=-1))
+        return batch_norm(train)(jnp.concatenate([a, b], axis=-1))
 
 
 class DilConv(nn.Module):
@@ -111,7 +88,7 @@ class DilConv(nn.Module):
         padding = self.dilation * (self.kernel - 1) // 2
         x = DepthwiseConv(self.kernel, self.stride, padding, self.dilation, self.ndim)(nn.relu(x))
         x = Conv(self.features, 1, ndim=self.ndim)(x)
-        return _bn(train)(x)
+        return batch_norm(train)(x)
 
 
 class SepConv(nn.Module):
@@ -213,9 +190,9 @@ class AuxiliaryHead(nn.Module):
         x = nn.relu(x)
         if min(x.shape[1:-1]) >= 5:
             x = avg_pool(x, 5, stride=3)
-        x = nn.relu(_bn(train)(Conv(128, 1, ndim=self.ndim)(x)))
+        x = nn.relu(batch_norm(train)(Conv(128, 1, ndim=self.ndim)(x)))
         window = x.shape[1]  # square inputs: the remaining window (2 for CIFAR-10)
-        x = nn.relu(_bn(train)(Conv(768, window, ndim=self.ndim)(x)))
+        x = nn.relu(batch_norm(train)(Conv(768, window, ndim=self.ndim)(x)))
         return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
 
 
@@ -261,7 +238,7 @@ class DartsNetwork(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False, drop_rate: Any = 0.0) -> jnp.ndarray:
         """Logits for a batch ``x`` (channels last)."""
         c = STEM_MULTIPLIER * self.channels
-        s = _bn(train, name="stem_bn")(Conv(c, 3, 1, 1, self.ndim, name="stem_conv")(x))
+        s = batch_norm(train, name="stem_bn")(Conv(c, 3, 1, 1, self.ndim, name="stem_conv")(x))
         s0 = s1 = s
         c = self.channels
         reduction_prev = False

@@ -33,8 +33,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from nasjax.nets.layers import avg_pool, conv
-from nasjax.spaces.nb201_net import BN_EPSILON, BN_MOMENTUM, EDGES, OPS
+from nasjax.nets.layers import BN_EPSILON, BN_MOMENTUM, avg_pool, conv
+from nasjax.spaces.nb201_net import EDGES, OPS
 
 Params = dict[str, Any]
 State = dict[str, Any]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from nasjax.nets.layers import Conv, avg_pool
+from nasjax.nets.layers import Conv, ReLUConvBN, avg_pool, batch_norm
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 """Candidate operations in the benchmark's official order."""
@@ -34,32 +34,9 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 """(from node, to node) of the six cell edges, in the official string order."""
 
-BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
-BN_EPSILON = 1e-5
-
-
-def _batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
-    return nn.BatchNorm(
-        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
-    )
-
 
 def _conv(features: int, kernel: int, stride: int, ndim: int, name: str | None = None) -> Conv:
     return Conv(features, kernel, stride=stride, padding=kernel // 2, ndim=ndim, name=name)
-
-
-class ReLUConvBN(nn.Module):
-    """ReLU -> Conv (no bias) -> BatchNorm, the benchmark's convolution op."""
-
-    features: int
-    kernel: int
-    stride: int = 1
-    ndim: int = 2
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        x = _conv(self.features, self.kernel, self.stride, self.ndim)(nn.relu(x))
-        return _batch_norm(train)(x)
 
 
 def avg_pool_3x3(x: jnp.ndarray) -> jnp.ndarray:
@@ -190,7 +167,7 @@ class NB201Network(nn.Module):
         if (self.genotype is None) != (arch is not None):
             raise ValueError("pass `arch` to the supernet (genotype=None) and only to it")
         x = _conv(self.channels, 3, 1, self.ndim, name="stem_conv")(x)
-        x = _batch_norm(train, name="stem_bn")(x)
+        x = batch_norm(train, name="stem_bn")(x)
         for stage in range(3):
             features = self.channels * 2**stage
             if stage > 0:
@@ -198,6 +175,6 @@ class NB201Network(nn.Module):
             for i in range(self.cells_per_stage):
                 cell = Cell(features, self.genotype, self.ndim, name=f"cell_{stage}_{i}")
                 x = cell(x, train, arch)
-        x = nn.relu(_batch_norm(train, name="last_bn")(x))
+        x = nn.relu(batch_norm(train, name="last_bn")(x))
         x = jnp.mean(x, axis=tuple(range(1, 1 + self.ndim)))
         return nn.Dense(self.num_classes, name="classifier")(x)

@@ -22,12 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.nets.layers import conv
+from nasjax.nets.layers import BN_EPSILON, conv
 from nasjax.nets.mixed import MIXED_MODES, edge_normalised_sum, mixed_op
 from nasjax.nets.relaxed import ArchWeights, Params, RelaxedNetwork
 from nasjax.spaces.nb201_forward import Layers, Site, State, avg_pool_3x3, forward
 from nasjax.spaces.nb201_functional import NB201Functional
-from nasjax.spaces.nb201_net import BN_EPSILON, EDGES, OPS
+from nasjax.spaces.nb201_net import EDGES, OPS
 from nasjax.tasks import get_task
 
 
