@@ -66,7 +66,7 @@ from nasjax.evaluation.compression import (  # noqa: E402
 )
 from nasjax.evaluation.training import TrainConfig  # noqa: E402
 from nasjax.pareto import pareto_mask  # noqa: E402
-from nasjax.plots import save_figure  # noqa: E402
+from nasjax.plots import finish_figure  # noqa: E402
 from nasjax.relaxation.bit_search import dnas_bit_search  # noqa: E402
 from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
 from nasjax.search import RESULTS_FILE, run_search  # noqa: E402
@@ -105,17 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    if args.smoke:
-        for name, value in SMOKE.items():
-            setattr(args, name, min(getattr(args, name), value))
-        args.cost_weights = "1"
+    minimum = {"population": 2, "generations": 1, "steps": 1, "channels": 1}  # NSGA-II: 2+
+    args = p.parse_sized(argv, {**SMOKE, "cost_weights": "1"}, minimum)
     check_choice("dataset", args.dataset, DATASETS)
-    for name in ("population", "generations", "steps", "channels"):
-        if getattr(args, name) < 1:
-            raise NasjaxError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.population < 2:
-        raise NasjaxError(f"--population must be >= 2 for NSGA-II, got {args.population}")
     try:
         args.cost_weights = [float(v) for v in args.cost_weights.split(",")]
     except ValueError:
@@ -367,14 +359,17 @@ def plot(path: Path, uniform: list[dict], searched: dict, pareto: list[dict]) ->
         ax.scatter([x], [y], marker="s", c="C3", s=30)
         ax.annotate(r["name"], (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
     ax.scatter([], [], marker="s", c="C3", label="uniform baselines")
-    ax.set_xscale("log")
-    ax.set_xlabel("model size (kB: weights x bit-widths + 32-bit BN/bias)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Compression-aware search: accuracy vs size")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
+    finish_figure(
+        fig,
+        ax,
+        path,
+        "model size (kB: weights x bit-widths + 32-bit BN/bias)",
+        "test accuracy (%)",
+        "Compression-aware search: accuracy vs size",
+        "lower right",
+        xscale="log",
+        legend_size=7,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,11 +41,10 @@ import numpy as np  # noqa: E402
 
 from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.data import load_dataset  # noqa: E402
-from nasjax.errors import NasjaxError  # noqa: E402
 from nasjax.evaluation.training import TrainConfig, train_population  # noqa: E402
 from nasjax.objectives import benchmark_variables, measure_latency_ms  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
-from nasjax.plots import save_figure  # noqa: E402
+from nasjax.plots import finish_figure  # noqa: E402
 from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
 from nasjax.search import run_search  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
@@ -72,17 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the searches in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    if args.smoke:
-        for name, value in SMOKE.items():
-            setattr(args, name, min(getattr(args, name), value))
-    for name in ("population", "generations", "steps", "channels", "latency_archs"):
-        if getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise NasjaxError(f"{flag} must be >= 1, got {getattr(args, name)}")
-    if args.population < 2:
-        raise NasjaxError(f"--population must be >= 2 for NSGA-II, got {args.population}")
-    return args
+    at_least_one = ("generations", "steps", "channels", "latency_archs")
+    minimum = {"population": 2, **dict.fromkeys(at_least_one, 1)}  # NSGA-II: 2+
+    return p.parse_sized(argv, SMOKE, minimum)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -204,13 +195,15 @@ def plot_fronts(path: Path, fronts: dict[str, tuple[np.ndarray, np.ndarray]]) ->
     for i, (name, (test, latency)) in enumerate(fronts.items()):
         order = np.argsort(latency)
         ax.step(latency[order], 100 * test[order], where="post", marker="o", c=f"C{i}", label=name)
-    ax.set_xlabel("latency (ms, predicted by this machine's table)")
-    ax.set_ylabel("MNIST-1D test accuracy (%)")
-    ax.set_title("NB201 cells on MNIST-1D: found Pareto fronts")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    save_figure(fig, path)
+    finish_figure(
+        fig,
+        ax,
+        path,
+        "latency (ms, predicted by this machine's table)",
+        "MNIST-1D test accuracy (%)",
+        "NB201 cells on MNIST-1D: found Pareto fronts",
+        "lower right",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

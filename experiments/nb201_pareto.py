@@ -52,7 +52,7 @@ from nasjax.cli import OneLineErrorParser, run_script
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.tabular import latency_columns, load_nb201_columns
 from nasjax.pareto import front_recovery, hypervolume_2d, igd, pareto_mask
-from nasjax.plots import save_figure
+from nasjax.plots import finish_figure
 from nasjax.rundir import write_json_atomic
 from nasjax.search.tabular import query_table
 from nasjax.spaces.nb201 import NB201Space
@@ -229,14 +229,12 @@ def plot_fronts(
             ms=3,
             label=f"{name} (seed 0)",
         )
-    ax.set_xlabel(objective + (" (ms)" if objective.startswith("lat_") else ""))
-    ax.set_ylabel(f"{ACCURACY_COLUMN} (%)")
     ax.set_ylim(max(accuracy.min(), 80.0), accuracy.max() + 0.5)
-    ax.set_title(f"NAS-Bench-201: CIFAR-10 accuracy vs {objective}")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
+    xlabel = objective + (" (ms)" if objective.startswith("lat_") else "")
+    title = f"NAS-Bench-201: CIFAR-10 accuracy vs {objective}"
+    finish_figure(
+        fig, ax, path, xlabel, f"{ACCURACY_COLUMN} (%)", title, "lower right", legend_size=8
+    )
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -47,10 +47,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
-from nasjax.errors import NasjaxError  # noqa: E402
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
-from nasjax.plots import save_figure  # noqa: E402
+from nasjax.plots import finish_figure  # noqa: E402
 from nasjax.rundir import write_json_atomic  # noqa: E402
 from nasjax.search import run_search  # noqa: E402
 from nasjax.spaces.transformer import TransformerSpace  # noqa: E402
@@ -96,14 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/transformer_pareto")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    if args.smoke:
-        for name, value in SMOKE.items():
-            setattr(args, name, min(getattr(args, name), value))
-    for name in ("population", "generations", "proxy_population", "proxy_generations"):
-        if getattr(args, name) < 1:
-            raise NasjaxError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    return args
+    positive = ("population", "generations", "proxy_population", "proxy_generations")
+    return p.parse_sized(argv, SMOKE, dict.fromkeys(positive, 1))
 
 
 class Latency:
@@ -265,14 +258,16 @@ def plot_fronts(path: Path, fronts: dict[str, list[dict]]) -> None:
         lat = [r["latency_ms"] for r in front]
         bpb = [r["valid_bpb"] for r in front]
         ax.plot(lat, bpb, marker="o", c=f"C{i}", label=f"{name} search")
-    ax.set_xscale("log")
-    ax.set_xlabel("forward latency (ms, measured on this machine, log scale)")
-    ax.set_ylabel("validation bits per byte (lower is better)")
-    ax.set_title("Byte-level transformer LMs: found Pareto fronts")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    save_figure(fig, path)
+    finish_figure(
+        fig,
+        ax,
+        path,
+        "forward latency (ms, measured on this machine, log scale)",
+        "validation bits per byte (lower is better)",
+        "Byte-level transformer LMs: found Pareto fronts",
+        "upper right",
+        xscale="log",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,14 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/transformer_proxy")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
-    args = p.parse_args(argv)
-    if args.smoke:
-        for name, value in SMOKE.items():
-            setattr(args, name, min(getattr(args, name), value))
-        args.mode = "elastic"  # one compile for every tiny model
-    if args.archs < 3:
-        raise NasjaxError(f"--archs must be >= 3 for a rank correlation, got {args.archs}")
-    return args
+    smoke = {**SMOKE, "mode": "elastic"}  # one compile for every tiny model
+    return p.parse_sized(argv, smoke, {"archs": 3})  # 3+ for a rank correlation
 
 
 def distinct_sample(key: jax.Array, space: TransformerSpace, n: int) -> np.ndarray:

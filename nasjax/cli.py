@@ -319,6 +319,25 @@ class OneLineErrorParser(argparse.ArgumentParser):
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
+    def parse_sized(
+        self,
+        argv: Sequence[str] | None,
+        smoke: dict[str, Any] | None = None,
+        minimum: dict[str, int] | None = None,
+    ) -> argparse.Namespace:
+        """Parses ``argv`` as an experiment script does: with ``--smoke``, every flag of
+        ``smoke`` is capped at its value (numbers) or replaced by it (others); then every
+        flag of ``minimum`` must be at least its value, else one ``NasjaxError`` line."""
+        args = vars(self.parse_args(argv))
+        if args.get("smoke"):
+            for name, value in (smoke or {}).items():
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                args[name] = min(args[name], value) if number else value
+        for name, least in (minimum or {}).items():
+            if args[name] < least:
+                raise NasjaxError(f"{_flag(name)} must be >= {least}, got {args[name]}")
+        return argparse.Namespace(**args)
+
 
 def run_script(
     parse_args: Callable[[Sequence[str] | None], argparse.Namespace],

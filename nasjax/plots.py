@@ -39,11 +39,32 @@ def plot_search_curve(
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.scatter(steps, fitness, s=10, alpha=0.5, label="evaluated")
     ax.step(steps, best, where="post", color="C3", label="best so far")
-    ax.set_xlabel("architectures evaluated")
+    return finish_figure(fig, ax, path, "architectures evaluated", ylabel, title, "lower right")
+
+
+def finish_figure(
+    fig: Any,
+    ax: Any,
+    path: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    legend: str | None = None,
+    *,
+    xscale: str | None = None,
+    legend_size: float | None = None,
+) -> Path:
+    """Labels ``ax`` the way every nasjax figure is labelled (a light grid; a legend at
+    ``legend``, e.g. ``"lower right"``, if given), then :func:`save_figure`."""
+    if xscale is not None:
+        ax.set_xscale(xscale)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    if title is not None:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    if legend is not None:
+        ax.legend(loc=legend, fontsize=legend_size)
     fig.tight_layout()
     return save_figure(fig, path)
 
