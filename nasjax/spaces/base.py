@@ -144,14 +144,20 @@ class SearchSpace:
                 f"genotype {g.tolist()!r} must be {self.num_decisions} integers "
                 f"(shape ({self.num_decisions},)), got shape {g.shape} and dtype {g.dtype}"
             )
+        names = self.gene_names()
         bad = [
-            f"entry {d} = {v} (valid 0..{n - 1})"
+            f"{names[d]} = {v} (valid 0..{n - 1})"
             for d, (v, n) in enumerate(zip(g.tolist(), self.num_choices))
             if not 0 <= v < n
         ]
         if bad:
             raise NasjaxError(f"genotype {g.tolist()} is out of range: " + "; ".join(bad))
         return g.astype(np.int32)
+
+    def gene_names(self) -> list[str]:
+        """Name of every genotype entry in :meth:`validate`'s errors (``entry 3``); a space
+        may name its decisions (``arch[3]``, ``stage0.w``)."""
+        return [f"entry {d}" for d in range(self.num_decisions)]
 
     def to_index(self, genotype: jnp.ndarray) -> jnp.ndarray:
         """Dense mixed-radix code in ``0..size-1`` (decision 0 most significant)."""
