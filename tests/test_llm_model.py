@@ -141,8 +141,10 @@ def test_dropping_a_layer_is_slicing(tiny):
     params, tokens = tiny
     dropped = {**params, "layers": jax.tree.map(lambda a: a[1:], params["layers"])}
     assert llama.n_layers(dropped) == 1
-    x = llama.block(_layer(params, 1), llama.embed(params, tokens), CONFIG)
-    expected = llama.head(params, x, CONFIG)
+    one_block = lambda p, t: llama.head(
+        p, llama.block(_layer(p, 1), llama.embed(p, t), CONFIG), CONFIG
+    )
+    expected = jax.jit(one_block)(params, tokens)
     np.testing.assert_allclose(llama.forward(dropped, tokens, CONFIG), expected, atol=1e-5)
     out, logits = llama.generate(dropped, tokens[:, :5], 4, CONFIG, return_logits=True)
     full = llama.forward(dropped, out, CONFIG)
@@ -281,7 +283,8 @@ def test_real_config_and_tokenizer_round_trip(llm_checkpoint):
     assert source.endswith(gguf_file.MODEL_FILE)
     assert (config.n_layers, config.dim, config.n_heads, config.n_kv_heads) == (30, 576, 9, 3)
     assert (config.head_dim, config.ffn_dim, config.vocab_size) == (64, 1536, 49152)
-    assert config.rope_base == 1e5 and "lm_head" not in params
+    assert config.rope_base == 1e5 and config.norm_eps == float(np.float32(1e-5))
+    assert config.max_context == 8192 and "lm_head" not in params
     assert llama.count_params(params) == 134_515_008
     text = _pydoc_text()[:20000]
     assert tokenizer.decode(tokenizer.encode(text)) == text
@@ -316,16 +319,31 @@ def test_tokenizer_matches_transformers(llm_checkpoint):
 
 
 def _transformers_model(path):
-    """transformers' LlamaForCausalLM with transformers' own GGUF reading, dequantization and
-    Q/K un-permutation (``from_pretrained(gguf_file=...)`` runs the same loader but also
-    requires ``accelerate``, which the bench requirements do not install)."""
+    """transformers' LlamaForCausalLM with the weights read, dequantized and Q/K-unpermuted by
+    transformers' own GGUF loader. ``from_pretrained(gguf_file=...)`` runs the same loader
+    but requires ``accelerate`` (not in the bench requirements) and reads the file twice;
+    the config is the file's, as pinned in ``test_real_config_and_tokenizer_round_trip``."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.initialization import no_init_weights
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     torch.set_num_threads(2)
-    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        max_position_embeddings=8192,
+        rms_norm_eps=float(np.float32(1e-5)),
+        rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
+        tie_word_embeddings=True,
+    )
+    with no_init_weights():  # every weight is overwritten below
+        model = LlamaForCausalLM(config).to(torch.float32)
     tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)
     missing, unexpected = model.load_state_dict(tensors["tensors"], strict=False)
     assert missing == ["lm_head.weight"] and not unexpected  # tied to the embedding

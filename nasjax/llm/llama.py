@@ -258,6 +258,7 @@ def _cached(
     start: jax.Array | int,
     config: LlamaConfig,
     dtype: DType,
+    last_only: bool = False,
 ) -> tuple[jax.Array, Cache]:
     x = embed(params, tokens)
     positions = start + jnp.arange(tokens.shape[1])
@@ -268,7 +269,7 @@ def _cached(
         return x, (k, v)
 
     x, (k, v) = lax.scan(body, x, (params["layers"], cache["k"], cache["v"]))
-    return head(params, x, config, dtype), {"k": k, "v": v}
+    return head(params, x[:, -1:] if last_only else x, config, dtype), {"k": k, "v": v}
 
 
 @partial(jax.jit, static_argnames=("config", "dtype"))
@@ -280,7 +281,8 @@ def prefill(
     start: jax.Array | int = 0,
     dtype: DType = jnp.float32,
 ) -> tuple[jax.Array, Cache]:
-    """Runs ``int32[B, T]`` tokens at positions ``start..start+T-1`` into the cache.
+    """Runs ``int32[B, T]`` tokens at positions ``start..start+T-1`` into the cache, which
+    must hold them (``start + T <= max_len``; XLA clamps an update that would not fit).
 
     Returns:
       ``(logits float32[B, T, V], cache)``.
@@ -297,7 +299,8 @@ def decode_step(
     config: LlamaConfig,
     dtype: DType = jnp.float32,
 ) -> tuple[jax.Array, Cache]:
-    """One token per row (``int32[B]``) at ``position``: ``(logits float32[B, V], cache)``."""
+    """One token per row (``int32[B]``) at ``position`` (``< max_len`` of the cache):
+    ``(logits float32[B, V], cache)``."""
     logits, cache = _cached(params, cache, tokens[:, None], position, config, dtype)
     return logits[:, 0], cache
 
@@ -327,7 +330,7 @@ def generate(
     if t0 + steps > config.max_context:
         raise NasjaxError(f"prompt + steps = {t0 + steps} exceeds max_context {config.max_context}")
     cache = init_cache(config, n_layers(params), batch, t0 + steps, dtype)
-    logits, cache = _cached(params, cache, prompt, 0, config, dtype)
+    logits, cache = _cached(params, cache, prompt, 0, config, dtype, last_only=True)
     first = logits[:, -1]
 
     def step(carry: tuple, position: jax.Array) -> tuple[tuple, tuple]:
