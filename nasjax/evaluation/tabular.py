@@ -18,10 +18,12 @@ The search itself, a ``lax.scan`` of ask/tell steps over these arrays, is
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import os
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,6 +86,36 @@ def resolve_path(path: str | os.PathLike | None = None) -> Path:
     return Path(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else DEFAULT_PATH
 
 
+def _damage(err: Exception) -> str:
+    """Why a table file cannot be read, in a few words."""
+    if isinstance(err, EOFError):
+        return "truncated (the compressed data ends early)"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {err.object[err.start]:#04x})"
+    if isinstance(err, zlib.error):
+        return f"corrupt compressed data ({err})"
+    if isinstance(err, csv.Error):
+        return f"not a CSV table ({err})"
+    if isinstance(err, gzip.BadGzipFile):
+        text = str(err)
+        return "not a gzip file" if text.startswith("Not a gzipped file") else text
+    return f"unreadable ({getattr(err, 'strerror', None) or err})"
+
+
+@contextlib.contextmanager
+def _open_table(file: Path) -> Iterator[Iterator[list[str]]]:
+    """A ``csv.reader`` over the gzipped table ``file``; a damaged file (truncated, bad CRC,
+    not gzip, not UTF-8) is one :class:`NasjaxError` naming the file and the reason."""
+    try:
+        with gzip.open(file, "rt", newline="", encoding="utf-8") as f:
+            yield csv.reader(f)
+    except (EOFError, OSError, UnicodeDecodeError, zlib.error, csv.Error) as err:
+        raise NasjaxError(
+            f"NAS-Bench-201 table {str(file)!r} is damaged: {_damage(err)}; copy it again "
+            f"from {DEFAULT_PATH.parent} or pass another with --nb201"
+        ) from None
+
+
 def _read_columns(file: Path, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(official_index int[N], values float64[N, len(columns)])`` in dense-code order.
 
@@ -94,16 +126,23 @@ def _read_columns(file: Path, columns: Sequence[str]) -> tuple[np.ndarray, np.nd
             f"NAS-Bench-201 table not found at {str(file)!r}; pass its path with --nb201 "
             f"PATH or set the {ENV_VAR} environment variable (default path: {DEFAULT_PATH})"
         )
-    with gzip.open(file, "rt", newline="") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
+    with _open_table(file) as reader:
+        header = next(reader, [])
         missing = [c for c in ["index", "arch_str", *columns] if c not in header]
         if missing:
             raise NasjaxError(
                 f"NAS-Bench-201 table {str(file)!r} lacks columns: {missing}; "
                 f"valid columns: {', '.join(header[2:])}"
             )
-        rows = [[r["index"], r["arch_str"]] + [r[c] for c in columns] for r in reader]
+        lines = [r for r in reader if r]
+    short = next((n for n, r in enumerate(lines, 2) if len(r) != len(header)), None)
+    if short is not None:
+        raise NasjaxError(
+            f"NAS-Bench-201 table {str(file)!r} line {short} has {len(lines[short - 2])} "
+            f"fields, expected {len(header)}"
+        )
+    wanted = [header.index(c) for c in ["index", "arch_str", *columns]]
+    rows = [[r[i] for i in wanted] for r in lines]
     space = NB201Space()
     if len(rows) != space.size:
         raise NasjaxError(
@@ -171,6 +210,6 @@ def latency_columns(path: str | os.PathLike | None = None) -> list[str]:
     file = resolve_path(path)
     if not file.is_file():
         _read_columns(file, [])  # raises the missing-file error
-    with gzip.open(file, "rt", newline="") as f:
-        header = next(csv.reader(f))
+    with _open_table(file) as reader:
+        header = next(reader, [])
     return [c for c in header if c.startswith("lat_")]
