@@ -31,11 +31,16 @@ use_cpu_cores(1)  # before JAX starts: XLA:CPU's faster compiles; one device (on
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.data import batch_indices, load_dataset  # noqa: E402
+from nasjax.flags import (  # noqa: E402
+    OneLineErrorParser,
+    nonneg_int,
+    positive_int,
+    run_script,
+)
 from nasjax.objectives import device_name  # noqa: E402
 from nasjax.relaxation.methods import METHODS, init_state, method_config, search_epoch  # noqa: E402
-from nasjax.rundir import write_json_atomic  # noqa: E402
+from nasjax.rundir import check_out_file, write_json_atomic  # noqa: E402
 from nasjax.search.gradient import split_halves  # noqa: E402
 from nasjax.spaces import NB201Space  # noqa: E402
 from nasjax.spaces.nb201_net import EDGES, OPS  # noqa: E402
@@ -47,11 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags (see the module docstring)."""
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
-    p.add_argument("--channels", type=int, default=16)
-    p.add_argument("--cells", type=int, default=1, help="NB201 cells per stage")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=0, help="steps per epoch (0: a full epoch)")
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs after the compile")
+    p.add_argument("--channels", type=positive_int, default=16)
+    p.add_argument("--cells", type=positive_int, default=1, help="NB201 cells per stage")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--steps", type=nonneg_int, default=0, help="steps per epoch (0: full epoch)")
+    p.add_argument("--epochs", type=positive_int, default=2, help="timed epochs after compile")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     p.add_argument("--out", help="JSON file for the figures")
     p.add_argument("--smoke", action="store_true")
@@ -208,6 +213,8 @@ def torch_darts1_epoch_s(args: argparse.Namespace, data: Any) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Times every method and the PyTorch peer; returns the figures."""
+    if args.out:
+        check_out_file(args.out)
     if args.smoke:
         for name, value in SMOKE.items():
             setattr(args, name, value)

@@ -45,11 +45,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from nasjax.cli import OneLineErrorParser
-from nasjax.errors import NasjaxError
 from nasjax.evaluation.tabular import DATASETS, load_nb201
-from nasjax.rundir import write_json_atomic
-from nasjax.search.tabular import DEFAULT_BUDGET_S, run_seeds
+from nasjax.flags import OneLineErrorParser, check_memory, positive_int, run_script, seed
+from nasjax.rundir import check_out_file, write_json_atomic
+from nasjax.search.tabular import DEFAULT_BUDGET_S, run_seeds, seed_bytes
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 
@@ -63,20 +62,16 @@ AGREE_SIGMAS = 4.0
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=500, help="searches of ours (and per table cell)")
+    p.add_argument("--seeds", type=positive_int, default=500, help="searches of ours (per cell)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--nb201", default=None, help="path of nb201.csv.gz (else $NASJAX_NB201)")
     p.add_argument(
-        "--reference-seeds", type=int, default=None, help="reference searches (min(seeds, 100))"
+        "--reference-seeds", type=positive_int, help="reference searches (min(seeds, 100))"
     )
-    p.add_argument("--seed", type=int, default=0, help="base seed")
+    p.add_argument("--seed", type=seed, default=0, help="base seed")
     args = p.parse_args(argv)
-    if args.seeds < 1:
-        raise NasjaxError(f"--seeds must be >= 1, got {args.seeds}")
     if args.reference_seeds is None:
         args.reference_seeds = min(args.seeds, 100)
-    if args.reference_seeds < 1:
-        raise NasjaxError(f"--reference-seeds must be >= 1, got {args.reference_seeds}")
     return args
 
 
@@ -169,7 +164,9 @@ def _block(out: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    check_out_file(args.out)
     table = load_nb201(args.nb201)
+    check_memory("--seeds", args.seeds, seed_bytes(DEFAULT_BUDGET_S, table.min_cost))
     space = NB201Space()
     reward, test, cost = table.arrays(DATASET)
     rea = make_strategy("rea", space, **STRATEGY_SETTINGS["rea"])
@@ -240,15 +237,8 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 on bad input, 1 if ours and the reference
-    disagree, else 0)."""
-    try:
-        args = parse_args(argv)
-        result = run(args)
-    except NasjaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def report(args: argparse.Namespace, result: dict) -> int:
+    """Writes ``--out``, prints the figures; 1 if ours and the reference disagree, else 0."""
     write_json_atomic(args.out, result)
     a = result["agreement"]
     print(
@@ -270,6 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seeds} seeds, compile included (target < 60); wrote {args.out}"
     )
     return 0 if a["agree"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 on bad input, 1 if ours and the reference
+    disagree, 130 on Ctrl-C, else 0)."""
+    agreement: list[int] = []
+    status = run_script(parse_args, lambda args: agreement.append(report(args, run(args))), argv)
+    return status or agreement[0]
 
 
 if __name__ == "__main__":

@@ -46,14 +46,15 @@ use_cpu_cores()  # before JAX starts: one host device per core
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nasjax.cli import OneLineErrorParser  # noqa: E402
 from nasjax.data import batch_indices, load_dataset  # noqa: E402
+from nasjax.errors import NasjaxError  # noqa: E402
 from nasjax.evaluation.training import (  # noqa: E402
     TrainConfig,
     compile_population,
     population_mesh,
 )
-from nasjax.rundir import write_json_atomic  # noqa: E402
+from nasjax.flags import OneLineErrorParser, at_least, positive_int, run_script  # noqa: E402
+from nasjax.rundir import check_out_file, write_json_atomic  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.spaces.nb201_functional import TRUNCATED_NORMAL_STD  # noqa: E402
 from nasjax.spaces.nb201_net import EDGES, OPS  # noqa: E402
@@ -286,29 +287,29 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = OneLineErrorParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--population", type=int, default=32, help="architectures (P)")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--cells-per-stage", type=int, default=1)
-    parser.add_argument("--member-batch", type=int, default=1, help="members vmapped together")
-    parser.add_argument("--out", default="runs/bench_population.json", help="JSON output")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes (C=4, 4 steps)")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.channels = min(args.channels, 4)
-    minimum = {"population": 2, "batch_size": 1, "channels": 1, "cells_per_stage": 1,
-               "member_batch": 1}  # fmt: skip
-    for name, least in minimum.items():
-        if getattr(args, name) < least:
-            flag = "--" + name.replace("_", "-")
-            parser.error(f"{flag} must be >= {least}, got {getattr(args, name)}")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags (see the module docstring); PyTorch must be installed."""
+    p = OneLineErrorParser(description=__doc__.splitlines()[0])
+    p.add_argument("--population", type=at_least(2), default=32, help="architectures (P)")
+    p.add_argument("--batch-size", type=positive_int, default=100)
+    p.add_argument("--channels", type=positive_int, default=16)
+    p.add_argument("--cells-per-stage", type=positive_int, default=1)
+    p.add_argument("--member-batch", type=positive_int, default=1, help="members vmapped together")
+    p.add_argument("--out", default="runs/bench_population.json", help="JSON output")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (C=4, 4 steps)")
+    args = p.parse_sized(argv, {"channels": 4})
     try:
         import torch  # noqa: F401
     except ImportError:
-        parser.error("PyTorch is not installed; pip install -r requirements-bench.txt")
-    result = run(args)
+        raise NasjaxError(
+            "PyTorch is not installed; pip install -r requirements-bench.txt"
+        ) from None
+    check_out_file(args.out)
+    return args
+
+
+def report(args: argparse.Namespace, result: dict) -> int:
+    """Writes ``--out`` and prints the figures; 1 if the work disagrees, else 0."""
     write_json_atomic(Path(args.out), result)
     sec = result["sec_per_arch_epoch"]
     print("s per architecture-epoch: " + ", ".join(f"{k} {v:.3f}" for k, v in sec.items()))
@@ -326,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"wrote {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0; 1 if the work disagrees; 2 and one line on bad input; 130 on Ctrl-C."""
+    outcome: list[int] = []
+    status = run_script(parse_args, lambda args: outcome.append(report(args, run(args))), argv)
+    return status or outcome[0]
 
 
 if __name__ == "__main__":

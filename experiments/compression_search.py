@@ -56,15 +56,23 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.data import DATASETS, load_dataset  # noqa: E402
-from nasjax.errors import NasjaxError, check_choice  # noqa: E402
+from nasjax.errors import check_choice  # noqa: E402
 from nasjax.evaluation.compression import (  # noqa: E402
     compression_evaluator,
     population_costs,
     train_padded,
 )
 from nasjax.evaluation.training import TrainConfig  # noqa: E402
+from nasjax.flags import (  # noqa: E402
+    OneLineErrorParser,
+    at_least,
+    list_of,
+    nonneg_float,
+    positive_int,
+    run_script,
+    seed,
+)
 from nasjax.pareto import pareto_mask  # noqa: E402
 from nasjax.plots import finish_figure  # noqa: E402
 from nasjax.relaxation.bit_search import dnas_bit_search  # noqa: E402
@@ -93,25 +101,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist1d", help=f"one of {', '.join(DATASETS)}")
     p.add_argument("--arch", default=BEST_CELL, help="the NB201 cell to compress")
-    p.add_argument("--population", type=int, default=6, help="candidates per generation")
-    p.add_argument("--generations", type=int, default=10, help="per NSGA-II search")
-    p.add_argument("--steps", type=int, default=240, help="training steps per candidate")
-    p.add_argument("--channels", type=int, default=8)
-    p.add_argument("--cost-weights", default="0.02,0.1,0.5", help="DNAS penalties, comma-separated")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--population", type=at_least(2), default=6, help="per generation (NSGA-II)")
+    p.add_argument("--generations", type=positive_int, default=10, help="per NSGA-II search")
+    p.add_argument("--steps", type=positive_int, default=240, help="training steps per candidate")
+    p.add_argument("--channels", type=positive_int, default=8)
+    p.add_argument(
+        "--cost-weights",
+        type=list_of(nonneg_float),
+        default="0.02,0.1,0.5",
+        help="DNAS penalties, comma-separated",
+    )
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/compression")
     p.add_argument(
         "--resume", action="store_true", help="reuse the baselines, continue the searches"
     )
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true")
-    minimum = {"population": 2, "generations": 1, "steps": 1, "channels": 1}  # NSGA-II: 2+
-    args = p.parse_sized(argv, {**SMOKE, "cost_weights": "1"}, minimum)
+    args = p.parse_sized(argv, {**SMOKE, "cost_weights": [1.0]})
     check_choice("dataset", args.dataset, DATASETS)
-    try:
-        args.cost_weights = [float(v) for v in args.cost_weights.split(",")]
-    except ValueError:
-        raise NasjaxError(f"malformed --cost-weights {args.cost_weights!r}") from None
     args.arch_genotype = NB201Space().from_string(args.arch)
     return args
 

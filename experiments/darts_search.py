@@ -38,11 +38,17 @@ use_cpu_cores(1)  # before JAX starts: XLA:CPU's faster compiles; one device (on
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.data import load_dataset  # noqa: E402
-from nasjax.errors import NasjaxError, check_choice  # noqa: E402
+from nasjax.errors import check_choice  # noqa: E402
 from nasjax.evaluation.module_training import train_module  # noqa: E402
 from nasjax.evaluation.training import TrainConfig  # noqa: E402
+from nasjax.flags import (  # noqa: E402
+    OneLineErrorParser,
+    positive_float,
+    positive_int,
+    run_script,
+    seed,
+)
 from nasjax.objectives import count_params, init_abstract  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
 from nasjax.relaxation.methods import METHODS, UNROLLED, method_config  # noqa: E402
@@ -71,18 +77,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default="mnist1d", help=f"one of {', '.join(DATASETS)}")
     p.add_argument("--method", default="darts1", help=f"one of {', '.join(METHODS)}")
     p.add_argument("--unrolled", default="exact", help=f"darts2: one of {', '.join(UNROLLED)}")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--channels", type=int, help="search network C (nb201 16, darts 16)")
+    p.add_argument("--epochs", type=positive_int, default=50)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--channels", type=positive_int, help="search network C (nb201 16, darts 16)")
     p.add_argument(
-        "--cells", type=int, help="search size: NB201 cells per stage (1), DARTS layers (5)"
+        "--cells", type=positive_int, help="search size: NB201 cells per stage (1), DARTS (5)"
     )
-    p.add_argument("--weight-lr", type=float, help="weights' peak learning rate (method default)")
-    p.add_argument("--arch-lr", type=float, help="alpha's Adam learning rate (method default)")
-    p.add_argument("--final-steps", type=int, default=1000, help="retraining steps")
-    p.add_argument("--final-channels", type=int, help="retrained network C (16)")
-    p.add_argument("--final-cells", type=int, help="retrained size: NB201 N (1), DARTS layers (8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weight-lr", type=positive_float, help="weights' peak LR (method default)")
+    p.add_argument("--arch-lr", type=positive_float, help="alpha's Adam LR (method default)")
+    p.add_argument("--final-steps", type=positive_int, default=1000, help="retraining steps")
+    p.add_argument("--final-channels", type=positive_int, help="retrained network C (16)")
+    p.add_argument("--final-cells", type=positive_int, help="retrained: NB201 N (1), DARTS (8)")
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--data-dir", help="CIFAR-10 folder (cifar-10-batches-py) or its parent")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
@@ -108,9 +114,6 @@ def _sizes(args: argparse.Namespace) -> None:
         args.final_channels, args.final_cells = SMOKE["channels"], SMOKE["cells"]
         if args.space == "darts":  # a DARTS network needs 3+ cells for its two reductions
             args.cells, args.final_cells = 3, 3
-    for name in ("epochs", "batch_size", "channels", "cells", "final_steps"):
-        if getattr(args, name) < 1:
-            raise NasjaxError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
 
 def _network_size(space: str, channels: int, cells: int) -> dict[str, int]:

@@ -39,9 +39,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.data import load_dataset  # noqa: E402
 from nasjax.evaluation.training import TrainConfig, train_population  # noqa: E402
+from nasjax.flags import OneLineErrorParser, at_least, positive_int, run_script, seed  # noqa: E402
 from nasjax.objectives import benchmark_variables, measure_latency_ms  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
 from nasjax.plots import finish_figure  # noqa: E402
@@ -61,19 +61,17 @@ SMOKE = {"population": 4, "generations": 2, "steps": 6, "channels": 4, "latency_
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
-    p.add_argument("--population", type=int, default=10, help="architectures per generation")
-    p.add_argument("--generations", type=int, default=4)
-    p.add_argument("--steps", type=int, default=200, help="training steps per candidate")
-    p.add_argument("--channels", type=int, default=16)
-    p.add_argument("--latency-archs", type=int, default=20, help="to check the latency table")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--population", type=at_least(2), default=10, help="per generation (NSGA-II)")
+    p.add_argument("--generations", type=positive_int, default=4)
+    p.add_argument("--steps", type=positive_int, default=200, help="training steps per candidate")
+    p.add_argument("--channels", type=positive_int, default=16)
+    p.add_argument("--latency-archs", type=positive_int, default=20, help="latency table check")
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/mnist1d_pareto")
     p.add_argument("--resume", action="store_true", help="continue the searches in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true")
-    at_least_one = ("generations", "steps", "channels", "latency_archs")
-    minimum = {"population": 2, **dict.fromkeys(at_least_one, 1)}  # NSGA-II: 2+
-    return p.parse_sized(argv, SMOKE, minimum)
+    return p.parse_sized(argv, SMOKE)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -48,13 +48,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.cli import OneLineErrorParser, run_script
-from nasjax.errors import NasjaxError, check_choice
+from nasjax.errors import check_choice
 from nasjax.evaluation.tabular import latency_columns, load_nb201_columns
+from nasjax.flags import (
+    OneLineErrorParser,
+    at_least,
+    check_memory,
+    positive_float,
+    positive_int,
+    run_script,
+    seed,
+)
 from nasjax.pareto import front_recovery, hypervolume_2d, igd, pareto_mask
 from nasjax.plots import finish_figure
-from nasjax.rundir import write_json_atomic
-from nasjax.search.tabular import query_table
+from nasjax.rundir import check_out_folder, write_json_atomic
+from nasjax.search.tabular import BYTES_PER_QUERY, query_table
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_costs import nb201_cost_table
 from nasjax.strategies import check_bound_satisfiable, constrained_fitness, make_strategy
@@ -70,24 +78,19 @@ STRATEGIES = ("nsga2", "random", "rea_scalarised")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
     p.add_argument("--objective", default="lat_pixel3", help="lat_<device>, params or flops")
-    p.add_argument("--seeds", type=int, default=20, help="searches per strategy")
-    p.add_argument("--budget", type=int, default=200, help="table queries per search")
+    p.add_argument("--seeds", type=positive_int, default=20, help="searches per strategy")
+    p.add_argument(
+        "--budget",
+        type=at_least(NSGA2_POPULATION),
+        default=200,
+        help=f"table queries per search (>= {NSGA2_POPULATION}: one NSGA-II generation)",
+    )
     p.add_argument("--out", default="runs/nb201_pareto", help="output folder")
     p.add_argument("--nb201", default=None, help="path of nb201.csv.gz (else $NASJAX_NB201)")
-    p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
-    p.add_argument("--bound", type=float, default=None, help="also run REA with cost <= BOUND")
+    p.add_argument("--seed", type=seed, default=0, help="base PRNG seed")
+    p.add_argument("--bound", type=positive_float, help="also run REA with cost <= BOUND")
     p.add_argument("--smoke", action="store_true", help="2 seeds, 40 queries (for tests)")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.seeds, args.budget = 2, 40
-    if args.seeds < 1:
-        raise NasjaxError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.budget < NSGA2_POPULATION:
-        raise NasjaxError(
-            f"--budget must be >= {NSGA2_POPULATION} queries (one NSGA-II generation), "
-            f"got {args.budget}"
-        )
-    return args
+    return p.parse_sized(argv, {"seeds": 2, "budget": 40})
 
 
 def load_objectives(objective: str, path: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +242,8 @@ def plot_fronts(
 
 def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
+    out = check_out_folder(args.out, create=False)
+    check_memory("--seeds", args.seeds, args.budget * BYTES_PER_QUERY)
     accuracy, cost = load_objectives(args.objective, args.nb201)
     if args.bound is not None:
         check_bound_satisfiable(np.array([cost.min()]), np.array([args.bound]), [args.objective])
@@ -289,7 +294,6 @@ def run(args: argparse.Namespace) -> dict:
             f"the space and {100 * r['feasible_fraction_of_queries']:.1f}% of queries feasible",
             flush=True,
         )
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_fronts(out / "pareto_front.png", accuracy, cost, true_mask, found, args.objective)
     results["wall_s"] = round(time.perf_counter() - start, 2)

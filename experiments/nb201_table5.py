@@ -24,7 +24,6 @@ paper's numbers) and ``OUT/best_so_far.png`` (best-so-far test accuracy vs simul
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -32,12 +31,19 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from nasjax.cli import OneLineErrorParser
-from nasjax.errors import NasjaxError, check_choice
+from nasjax.errors import check_choice
 from nasjax.evaluation.tabular import DATASETS, load_nb201
+from nasjax.flags import (
+    OneLineErrorParser,
+    check_memory,
+    positive_float,
+    positive_int,
+    run_script,
+    seed,
+)
 from nasjax.plots import save_figure
-from nasjax.rundir import write_json_atomic
-from nasjax.search.tabular import DEFAULT_BUDGET_S, run_seeds
+from nasjax.rundir import check_out_folder, write_json_atomic
+from nasjax.search.tabular import DEFAULT_BUDGET_S, run_seeds, seed_bytes
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 
@@ -75,26 +81,24 @@ PAPER = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="cifar10", help=f"{', '.join(DATASETS)} or all")
-    p.add_argument("--seeds", type=int, default=500, help="searches per strategy")
+    p.add_argument("--seeds", type=positive_int, default=500, help="searches per strategy")
     p.add_argument("--out", default="runs/nb201_table5", help="output folder")
     p.add_argument("--nb201", default=None, help="path of nb201.csv.gz (else $NASJAX_NB201)")
-    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="simulated seconds")
-    p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
+    p.add_argument(
+        "--budget", type=positive_float, default=DEFAULT_BUDGET_S, help="simulated seconds"
+    )
+    p.add_argument("--seed", type=seed, default=0, help="base PRNG seed")
     p.add_argument("--smoke", action="store_true", help="4 seeds")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.seeds = 4
+    args = p.parse_sized(argv, {"seeds": 4})
     check_choice("dataset", args.dataset, (*DATASETS, "all"))
-    if args.seeds < 1:
-        raise NasjaxError(f"--seeds must be >= 1, got {args.seeds}")
-    if not args.budget > 0:
-        raise NasjaxError(f"--budget must be > 0 seconds, got {args.budget}")
     return args
 
 
 def run(args: argparse.Namespace) -> tuple[dict, dict]:
     """All searches; returns (results for results.json, curves for the plot)."""
+    check_out_folder(args.out, create=False)
     table = load_nb201(args.nb201)
+    check_memory("--seeds", args.seeds, seed_bytes(args.budget, table.min_cost))
     datasets = DATASETS if args.dataset == "all" else (args.dataset,)
     space = NB201Space()
     results: dict = {}
@@ -188,18 +192,12 @@ def plot(curves: dict, path: Path, budget: float) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 on bad input, with one error line)."""
-    try:
-        args = parse_args(argv)
-        t0 = time.perf_counter()
-        results, curves = run(args)
-    except NasjaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def write(args: argparse.Namespace) -> None:
+    """Runs every search and writes ``results.json`` and ``best_so_far.png``."""
+    t0 = time.perf_counter()
+    results, curves = run(args)
     results["protocol"]["wall_s"] = round(time.perf_counter() - t0, 3)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", results_json(results))
     plot(curves, out / "best_so_far.png", args.budget)
     print(markdown(results))
@@ -207,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {out / 'results.json'} and {out / 'best_so_far.png'} "
         f"in {results['protocol']['wall_s']:.1f} s"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 on bad input, with one error line)."""
+    return run_script(parse_args, write, argv)
 
 
 if __name__ == "__main__":

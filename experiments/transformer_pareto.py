@@ -46,11 +46,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population  # noqa: E402
+from nasjax.flags import OneLineErrorParser, positive_int, run_script, seed  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
 from nasjax.plots import finish_figure  # noqa: E402
-from nasjax.rundir import write_json_atomic  # noqa: E402
+from nasjax.rundir import check_out_folder, write_json_atomic  # noqa: E402
 from nasjax.search import run_search  # noqa: E402
 from nasjax.spaces.transformer import TransformerSpace  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402
@@ -81,22 +81,21 @@ UNIFORM_BPB = 8.0  # bits per byte of a uniform guess over 256 bytes
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
-    p.add_argument("--population", type=int, default=6, help="trained search: per generation")
-    p.add_argument("--generations", type=int, default=3, help="trained search")
-    p.add_argument("--proxy-population", type=int, default=10)
-    p.add_argument("--proxy-generations", type=int, default=5)
-    p.add_argument("--steps", type=int, default=100, help="training steps per model")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--context", type=int, default=64, help="bytes per window and latency")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per latency")
-    p.add_argument("--eval-windows", type=int, default=64)
+    p.add_argument("--population", type=positive_int, default=6, help="trained: per generation")
+    p.add_argument("--generations", type=positive_int, default=3, help="trained search")
+    p.add_argument("--proxy-population", type=positive_int, default=10)
+    p.add_argument("--proxy-generations", type=positive_int, default=5)
+    p.add_argument("--steps", type=positive_int, default=100, help="training steps per model")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--context", type=positive_int, default=64, help="bytes per window, latency")
+    p.add_argument("--repeats", type=positive_int, default=10, help="timed calls per latency")
+    p.add_argument("--eval-windows", type=positive_int, default=64)
     p.add_argument("--text", default=None, help="UTF-8 text file (default: pydoc_data)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/transformer_pareto")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true")
-    positive = ("population", "generations", "proxy_population", "proxy_generations")
-    return p.parse_sized(argv, SMOKE, dict.fromkeys(positive, 1))
+    return p.parse_sized(argv, SMOKE)
 
 
 class Latency:
@@ -144,8 +143,7 @@ def _hv(front: list[dict], latency_ref: float) -> float:
 
 def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_folder(args.out)  # a bad --out fails before any work
     space = SMOKE_SPACE if args.smoke else TransformerSpace()
     data = load_text(args.text)
     config = LMTrainConfig(

@@ -40,11 +40,18 @@ use_cpu_cores()  # before JAX starts (as the other scripts); models train on one
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nasjax.cli import OneLineErrorParser, run_script  # noqa: E402
 from nasjax.errors import NasjaxError  # noqa: E402
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population  # noqa: E402
+from nasjax.flags import (  # noqa: E402
+    OneLineErrorParser,
+    at_least,
+    positive_float,
+    positive_int,
+    run_script,
+    seed,
+)
 from nasjax.plots import save_figure  # noqa: E402
-from nasjax.rundir import write_json_atomic  # noqa: E402
+from nasjax.rundir import check_out_folder, write_json_atomic  # noqa: E402
 from nasjax.spaces.transformer import TransformerSpace  # noqa: E402
 from nasjax.stats import spearman  # noqa: E402
 from nasjax.text import load_text  # noqa: E402
@@ -63,20 +70,20 @@ SMOKE_SPACE = TransformerSpace(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
-    p.add_argument("--archs", type=int, default=16, help="distinct sub-models to train")
-    p.add_argument("--steps", type=int, default=120, help="training steps per model")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--context", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=3e-3)
-    p.add_argument("--eval-windows", type=int, default=64, help="validation windows")
+    p.add_argument("--archs", type=at_least(3), default=16, help="sub-models (3+: a rank corr.)")
+    p.add_argument("--steps", type=positive_int, default=120, help="training steps per model")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--context", type=positive_int, default=64)
+    p.add_argument("--learning-rate", type=positive_float, default=3e-3)
+    p.add_argument("--eval-windows", type=positive_int, default=64, help="validation windows")
     p.add_argument("--dtype", default="float32", help="float32 or bfloat16 (mixed precision)")
     p.add_argument("--mode", default="decoded", help="decoded or elastic (lm_training)")
     p.add_argument("--text", default=None, help="UTF-8 text file (default: pydoc_data)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/transformer_proxy")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     smoke = {**SMOKE, "mode": "elastic"}  # one compile for every tiny model
-    return p.parse_sized(argv, smoke, {"archs": 3})  # 3+ for a rank correlation
+    return p.parse_sized(argv, smoke)
 
 
 def distinct_sample(key: jax.Array, space: TransformerSpace, n: int) -> np.ndarray:
@@ -107,8 +114,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     key_archs, key_train = jax.random.split(jax.random.key(args.seed))
     genotypes = distinct_sample(key_archs, space, args.archs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_folder(args.out)  # a bad --out fails before any work
     records = []
     with (out / "results.jsonl").open("w") as stream:
         for i, g in enumerate(genotypes):

@@ -42,14 +42,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from nasjax.cli import OneLineErrorParser, run_script
 from nasjax.data import load_dataset
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.proxies import DATA_FREE, PROXIES, score_one, score_population
 from nasjax.evaluation.tabular import TEST_COLUMNS, load_nb201, load_nb201_columns
+from nasjax.flags import OneLineErrorParser, check_memory, positive_int, run_script, seed
 from nasjax.plots import save_figure
-from nasjax.rundir import write_json_atomic
-from nasjax.search.tabular import run_seeds
+from nasjax.rundir import check_out_folder, write_json_atomic
+from nasjax.search.tabular import run_seeds, seed_bytes
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.stats import spearman
 from nasjax.strategies import make_strategy, proxy_guided_evolution
@@ -72,19 +72,19 @@ SMOKE = {"archs": 6, "channels": 4, "cells_per_stage": 1, "throughput_archs": 2,
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", default="1000", help="cells to score, or 'all' (15,625)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/zero_cost_nb201")
     p.add_argument("--proxies", default=",".join(PROXIES), help="comma-separated subset")
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset")
     p.add_argument("--data-dir", default=None, help="folder with the CIFAR python folders")
     p.add_argument("--nb201", default=None, help="path of nb201.csv.gz (else $NASJAX_NB201)")
-    p.add_argument("--channels", type=int, default=16)
-    p.add_argument("--cells-per-stage", type=int, default=5)
-    p.add_argument("--member-batch", type=int, default=1, help="members vmapped together")
-    p.add_argument("--throughput-archs", type=int, default=32)
+    p.add_argument("--channels", type=positive_int, default=16)
+    p.add_argument("--cells-per-stage", type=positive_int, default=5)
+    p.add_argument("--member-batch", type=positive_int, default=1, help="members vmapped together")
+    p.add_argument("--throughput-archs", type=positive_int, default=32)
     p.add_argument("--guided-proxy", default="flops", help="proxy for guided REA, or 'none'")
-    p.add_argument("--pool", type=int, default=1000, help="cells the guided REA screens")
-    p.add_argument("--seeds", type=int, default=500, help="searches per strategy (guided)")
+    p.add_argument("--pool", type=positive_int, default=1000, help="cells the guided REA screens")
+    p.add_argument("--seeds", type=positive_int, default=500, help="searches (guided REA)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     args = p.parse_args(argv)
     if args.smoke:
@@ -107,11 +107,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             raise NasjaxError(f"--archs must be an integer or 'all', got {args.archs!r}") from None
         if not 2 <= args.archs <= space_size:
             raise NasjaxError(f"--archs must be in 2..{space_size} or 'all', got {args.archs}")
-    for name in ("channels", "cells_per_stage", "member_batch", "throughput_archs", "pool"):
-        if getattr(args, name) < 1:
-            raise NasjaxError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.seeds < 1:
-        raise NasjaxError(f"--seeds must be >= 1, got {args.seeds}")
     return args
 
 
@@ -196,6 +191,9 @@ def guided_search(args: argparse.Namespace, proxy: str, seconds_per_cell: float,
 
 def run(args: argparse.Namespace) -> dict:
     start_all = time.perf_counter()
+    out = check_out_folder(args.out, create=False)
+    if args.guided_proxy != "none":  # a huge --seeds fails now, not after the scoring
+        check_memory("--seeds", args.seeds, seed_bytes(12000.0, load_nb201(args.nb201).min_cost))
     space = NB201Space()
     key_sample, key_init = jax.random.split(jax.random.key(args.seed))
     if args.archs == "all":
@@ -222,7 +220,6 @@ def run(args: argparse.Namespace) -> dict:
     batches = {d: data_batch(d, args.data_dir, args.seed) for d in args.datasets}
     for dataset in args.datasets:
         results["data"][dataset] = batches[dataset][2]
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for proxy in args.proxies:
         scores, rho = {}, {}

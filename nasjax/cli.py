@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,14 @@ import jax
 
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.kinds import DATA_KINDS, DataKind, Recipe
+from nasjax.flags import (  # OneLineErrorParser and run_script: scripts import them here too
+    OneLineErrorParser,
+    positive_float,
+    positive_int,
+    run_entry,
+    run_script,  # noqa: F401
+    seed,
+)
 from nasjax.plots import plot_search_curve
 from nasjax.rundir import RunDir, write_json_atomic
 from nasjax.search import RESULTS_FILE, run_search
@@ -43,14 +50,10 @@ SIZE_FLAGS = ("channels", "cells_per_stage", "context")  # each a key of some de
 BOUNDS = {"max_params": "params", "max_flops": "flops", "max_latency_ms": "latency_ms"}
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _size_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--channels", type=int, default=None, help="C of the first stage")
-    p.add_argument("--cells-per-stage", type=int, default=None, help="N cells per stage")
-    p.add_argument("--context", type=int, default=None, help="transformer: tokens per window")
+    p.add_argument("--channels", type=positive_int, default=None, help="C of the first stage")
+    p.add_argument("--cells-per-stage", type=positive_int, default=None, help="N cells per stage")
+    p.add_argument("--context", type=positive_int, default=None, help="transformer: window")
 
 
 def _search_parser(sub: Any) -> None:
@@ -60,23 +63,21 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--dataset", default=None, help="images: mnist1d (default), digits, cifar*")
     p.add_argument("--data-dir", default=None, help="CIFAR folder (or NASJAX_CIFAR_DIR)")
     p.add_argument("--text", default=None, help="text spaces: UTF-8 file (default pydoc_data)")
-    p.add_argument("--budget", type=int, default=60, help="architectures to evaluate")
-    p.add_argument("--batch", type=int, default=5, help="architectures per generation")
-    p.add_argument("--population-size", type=int, default=10, help="REA population")
-    p.add_argument("--sample-size", type=int, default=3, help="REA tournament size")
-    p.add_argument("--steps", type=int, default=200, help="training steps per candidate")
-    p.add_argument("--final-steps", type=int, default=1000, help="retraining steps")
-    p.add_argument("--batch-size", type=int, default=100, help="training minibatch")
-    p.add_argument("--learning-rate", type=float, default=0.05, help="images only")
+    p.add_argument("--budget", type=positive_int, default=60, help="architectures to evaluate")
+    p.add_argument("--batch", type=positive_int, default=5, help="architectures per generation")
+    p.add_argument("--population-size", type=positive_int, default=10, help="REA population")
+    p.add_argument("--sample-size", type=positive_int, default=3, help="REA tournament size")
+    p.add_argument("--steps", type=positive_int, default=200, help="training steps per candidate")
+    p.add_argument("--final-steps", type=positive_int, default=1000, help="retraining steps")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="training minibatch")
+    p.add_argument("--learning-rate", type=positive_float, default=0.05, help="images only")
     p.add_argument("--optimizer", default="sgd", help="sgd or adamw (images only)")
     _size_flags(p)
-    p.add_argument("--member-batch", type=int, default=1, help="members vmapped together")
-    p.add_argument("--max-params", type=float, default=None, help="constraint: params <= this")
-    p.add_argument("--max-flops", type=float, default=None, help="constraint: FLOPs <= this")
-    p.add_argument(
-        "--max-latency-ms", type=float, default=None, help="constraint: latency on this device"
-    )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--member-batch", type=positive_int, default=1, help="members vmapped together")
+    p.add_argument("--max-params", type=positive_float, help="constraint: params <= this")
+    p.add_argument("--max-flops", type=positive_float, help="constraint: FLOPs <= this")
+    p.add_argument("--max-latency-ms", type=positive_float, help="constraint: latency here")
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/search", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
@@ -94,13 +95,13 @@ def _info_parser(sub: Any) -> None:
         action="store_true",
         help="also measure latency (ms, median) and peak memory (MiB) on the default device",
     )
-    p.add_argument("--batch-size", type=int, default=1, help="examples per call for --latency")
-    p.add_argument("--repeats", type=int, default=20, help="timed calls for --latency")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="examples per --latency call")
+    p.add_argument("--repeats", type=positive_int, default=20, help="timed calls for --latency")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``nasjax`` argument parser."""
-    parser = argparse.ArgumentParser(prog="nasjax", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="nasjax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
     _info_parser(sub)
@@ -158,17 +159,10 @@ def _config(cls: type, args: argparse.Namespace) -> Any:
     return cls(size=given, **{k: getattr(args, k) for k in names})
 
 
-def _check_at_least_one(values: dict[str, Any]) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise NasjaxError(f"{_flag(name)} must be >= 1, got {value}")
-
-
 # ----------------------------------------------------------------- info
 def info(cfg: InfoConfig) -> dict[str, Any]:
     """``{space, arch, dataset, **size, **space.costs}`` of ``cfg.arch``; with
     ``cfg.latency`` also ``space.measure`` (latency, peak memory, device, batch size)."""
-    _check_at_least_one({**cfg.size, "batch_size": cfg.batch_size, "repeats": cfg.repeats})
     space = make_space(cfg.space)
     dataset = cfg.dataset or DATA_KINDS[space.data_kind].info_dataset
     size = space.resolve_size(cfg.size)
@@ -188,7 +182,6 @@ def info(cfg: InfoConfig) -> dict[str, Any]:
 def _settle(cfg: SearchConfig, space: Any, kind: DataKind) -> tuple[SearchConfig, str, dict]:
     """The dataset and sizes of a search (given, else the kind's, else the space's), with
     ``--smoke``'s caps applied to run settings and sizes alike."""
-    _check_at_least_one(cfg.size)
     dataset = cfg.dataset or kind.search_dataset
     keys = space.default_size
     size = {**{k: v for k, v in kind.search_size.items() if k in keys}, **cfg.size}
@@ -210,12 +203,6 @@ def _validate(cfg: SearchConfig, space: Any, kind: DataKind, dataset: str, size:
         )
     check_choice("dataset", dataset, kind.datasets)
     check_choice("optimizer", cfg.optimizer, ("sgd", "adamw"))
-    names = ("budget", "batch", "steps", "final_steps", "batch_size", "member_batch")
-    _check_at_least_one({n: getattr(cfg, n) for n in names})
-    for name in BOUNDS:
-        value = getattr(cfg, name)
-        if value is not None and not value > 0:
-            raise NasjaxError(f"{_flag(name)} must be > 0, got {value}")
     require(space, "functional")  # the population trainer of every kind
     check_bounds(space, _bounds(cfg), dataset, size, kind.pareto)
 
@@ -312,58 +299,21 @@ def _report(summary: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------- scripts and main
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse whose errors are one ``error: ...`` line and exit status 2 (the scripts')."""
-
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-    def parse_sized(
-        self,
-        argv: Sequence[str] | None,
-        smoke: dict[str, Any] | None = None,
-        minimum: dict[str, int] | None = None,
-    ) -> argparse.Namespace:
-        """Parses ``argv`` as an experiment script does: with ``--smoke``, every flag of
-        ``smoke`` is capped at its value (numbers) or replaced by it (others); then every
-        flag of ``minimum`` must be at least its value, else one ``NasjaxError`` line."""
-        args = vars(self.parse_args(argv))
-        if args.get("smoke"):
-            for name, value in (smoke or {}).items():
-                number = isinstance(value, (int, float)) and not isinstance(value, bool)
-                args[name] = min(args[name], value) if number else value
-        for name, least in (minimum or {}).items():
-            if args[name] < least:
-                raise NasjaxError(f"{_flag(name)} must be >= {least}, got {args[name]}")
-        return argparse.Namespace(**args)
-
-
-def run_script(
-    parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
-    run: Callable[[argparse.Namespace], Any],
-    argv: Sequence[str] | None = None,
-) -> int:
-    """``run(parse_args(argv))`` for an experiment script: 0, or 2 and one error line."""
-    try:
-        run(parse_args(argv))
-    except NasjaxError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit status."""
-    args = build_parser().parse_args(argv)
-    try:
+    """Entry point; returns the process exit status: 0; 2 and one ``nasjax: error:`` line
+    for bad input (flags checked at parse time, then names, files, the run folder); 130 and
+    one line on Ctrl-C (the run folder is kept: ``--resume`` continues it)."""
+    parsed: list[argparse.Namespace] = []
+
+    def body() -> None:
+        args = build_parser().parse_args(argv)
+        parsed.append(args)
         if args.command == "info":
             print(json.dumps(info(_config(InfoConfig, args))))
         else:
             summary = search(_config(SearchConfig, args))
             print(_report(summary))
             print(f"summary: {Path(args.out) / 'summary.json'}")
-    except NasjaxError as err:
-        print(f"nasjax: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    resumable = lambda: bool(parsed) and parsed[0].command == "search"
+    return run_entry(body, prefix="nasjax: ", resumable=resumable)

@@ -1,7 +1,8 @@
-"""One exception type for bad user input, and helpers that phrase its message.
+"""One exception type for bad user input, one for an interrupted run, and helpers that
+phrase their messages.
 
 Every message names the bad value and the valid choices, so that the CLI can print it as
-one line and exit non-zero.
+one line and exit non-zero (2 for bad input, 130 for an interrupted run).
 """
 
 from __future__ import annotations
@@ -42,3 +43,8 @@ def check_positive(**values: object) -> None:
 class CapabilityError(NasjaxError):
     """A search space asked for a network capability it does not have (one line naming the
     space, the capability and what to use instead; see :mod:`nasjax.spaces.contract`)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT (Ctrl-C); the message says where, and how to resume it
+    (raised by :class:`nasjax.rundir.RunDir` in place of the ``KeyboardInterrupt``)."""

@@ -14,7 +14,8 @@ without a checkpoint is treated as empty, so whatever a run left there before it
 checkpoint (a log, a config) is overwritten by the next one. Bad input (a folder that
 already holds a run, ``--resume`` with other settings, a damaged log) is one
 :class:`~nasjax.errors.NasjaxError` line; a damaged newest checkpoint falls back to the
-older one with one warning line.
+older one with one warning line; Ctrl-C inside the loop is one
+:class:`~nasjax.errors.Interrupted` line naming the step to resume from.
 
 Foundation-level: imports only :mod:`nasjax.errors` and third-party packages.
 """
@@ -22,15 +23,18 @@ Foundation-level: imports only :mod:`nasjax.errors` and third-party packages.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from nasjax.errors import NasjaxError
+from nasjax.errors import Interrupted, NasjaxError
 
 RUN_CONFIG_FILE = "run_config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -126,16 +130,44 @@ def _logging_off() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _check_folder(out: Path) -> None:
-    """Creates ``out`` and checks a file can be written there, else one clear line."""
-    if out.exists() and not out.is_dir():
-        raise NasjaxError(f"cannot use {out} as a run folder: it is a file; choose another --out")
+def check_out_folder(out: str | os.PathLike, flag: str = "--out", *, create: bool = True) -> Path:
+    """Checks that files can be written in the output folder ``out`` (creating it, unless
+    not ``create``: then its nearest existing parent is checked and nothing is left), so
+    that a bad ``--out`` (a file, a read-only place) is one line before any work.
+
+    Raises:
+      NasjaxError: ``out`` or a parent is a file, or ``out`` cannot be created or written.
+    """
+    out = Path(out)
+    place = out
+    while not create and not place.exists() and place != place.parent:
+        place = place.parent
+    if place.exists() and not place.is_dir():
+        raise NasjaxError(f"cannot use {out} as a folder: {place} is a file; choose another {flag}")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=place):
             pass
     except OSError as err:
-        raise NasjaxError(f"cannot write to run folder {out}: {err.strerror or err}") from None
+        raise NasjaxError(
+            f"cannot write to folder {out}: {err.strerror or err}; choose another {flag}"
+        ) from None
+    return out
+
+
+def check_out_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Checks that the output file ``path`` can be written (an existing file is replaced at
+    the end; nothing is created now), so that a bad ``--out`` is one line before any work.
+
+    Raises:
+      NasjaxError: ``path`` is a folder, or its folder cannot be created or written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise NasjaxError(f"cannot write {path}: it is a folder; choose another {flag}")
+    check_out_folder(path.parent, flag, create=False)
+    return path
 
 
 def _manager(out: Path) -> ocp.CheckpointManager:
@@ -147,6 +179,27 @@ def _manager(out: Path) -> ocp.CheckpointManager:
             return ocp.CheckpointManager((out / CHECKPOINT_DIR).resolve(), options=options)
     except Exception as err:  # e.g. OUT/checkpoints is a file
         raise NasjaxError(f"cannot open the checkpoints of {out}: {_short(err)}") from None
+
+
+def _holds_sigint(method: Callable) -> Callable:
+    """Runs ``method`` with Ctrl-C (SIGINT) held back until it returns, then delivered: a
+    checkpoint or log write is never cut halfway (orbax's worker threads would print
+    errors, and the folder would need the fallback). A no-op outside the main thread."""
+
+    @functools.wraps(method)
+    def held(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return method(*args, **kwargs)
+        caught: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+        try:
+            return method(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if caught:
+                signal.raise_signal(signal.SIGINT)  # the previous handler, now
+
+    return held
 
 
 def _note(quiet: bool, line: str) -> None:
@@ -169,9 +222,11 @@ class RunDir:
         *,
         check: bool = False,
         quiet: bool = False,
+        unit: str = "step",
     ) -> None:
         """Use :meth:`open`; this stores its arguments and opens the checkpoints."""
         self.out = out
+        self.unit = unit
         self.log_path = None if out is None else out / log_name
         self.fingerprint = fingerprint
         self.latest: int | None = None  # the newest checkpoint's step
@@ -190,6 +245,7 @@ class RunDir:
         resume: bool,
         log_name: str,
         quiet: bool = False,
+        unit: str = "step",
     ) -> RunDir:
         """Opens (creating) the run folder ``out`` for a run with settings ``config``.
 
@@ -201,20 +257,22 @@ class RunDir:
             (one note line on stderr).
           log_name: the JSONL log's file name, e.g. ``"results.jsonl"``.
           quiet: no note or warning lines.
+          unit: what a step is (``"generation"``, ``"epoch"``), for the line of a run
+            interrupted inside the ``with`` block (see :meth:`__exit__`).
 
         Raises:
           NasjaxError: ``out`` is not a writable folder; it holds a run and not
             ``resume``; or ``resume`` with a ``config`` that differs from the run's.
         """
         if out is None:
-            return cls(None, log_name)
+            return cls(None, log_name, unit=unit)
         out = Path(out)
-        _check_folder(out)
+        check_out_folder(out)
         fingerprint = {
             "config": json.loads(json.dumps(config or {})),  # as it reads back
             "nasjax_version": nasjax_version(),
         }
-        run = cls(out, log_name, fingerprint, check=config is not None, quiet=quiet)
+        run = cls(out, log_name, fingerprint, check=config is not None, quiet=quiet, unit=unit)
         try:
             with _logging_off():
                 run.latest = run._manager.latest_step()
@@ -318,6 +376,7 @@ class RunDir:
             raise ValueError("checksum mismatch")
         return restored["state"], int(meta["num_lines"])
 
+    @_holds_sigint
     def truncate(self, num_lines: int) -> None:
         """Keeps the first ``num_lines`` lines of the log (atomically).
 
@@ -364,6 +423,7 @@ class RunDir:
             records.append(record)
         return records
 
+    @_holds_sigint
     def append(self, records: list[dict]) -> None:
         """Appends one JSON line per record to the log."""
         if self.log_path is None:
@@ -372,6 +432,7 @@ class RunDir:
             f.writelines(json.dumps(r) + "\n" for r in records)
         self.num_lines += len(records)
 
+    @_holds_sigint
     def save(self, step: int, tree: Any) -> None:
         """Checkpoints ``tree`` as ``step``, with the log's line count and a checksum;
         the first save also writes ``run_config.json`` (the run's settings)."""
@@ -385,6 +446,7 @@ class RunDir:
         self._manager.save(step, args=args)
         self.latest = step
 
+    @_holds_sigint
     def close(self) -> None:
         """Waits for the checkpoint writes and closes the manager (idempotent)."""
         if self._manager is not None:
@@ -395,5 +457,15 @@ class RunDir:
     def __enter__(self) -> RunDir:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        """Closes; a ``KeyboardInterrupt`` (Ctrl-C) inside the block becomes
+        :class:`~nasjax.errors.Interrupted`, whose one line says where the run stopped and
+        that ``--resume`` continues it (the checkpoints written so far are kept)."""
         self.close()
+        interrupted = isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted)
+        if interrupted and self.out is not None:
+            done = self.latest or 0
+            raise Interrupted(
+                f"interrupted at {self.unit} {done + 1} ({done} saved in {self.out}); "
+                "resume with --resume"
+            ) from None

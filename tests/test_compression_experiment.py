@@ -26,7 +26,8 @@ def _load():
         (["--population", "1"], "--population must be >= 2"),
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["--arch", "|conv~0|+|x|+|y|"], "unknown op 'conv'"),
-        (["--cost-weights", "a,b"], "malformed --cost-weights"),
+        (["--cost-weights", "a,b"], "--cost-weights must be a number >= 0, got 'a'"),
+        (["--cost-weights", "0.1,-1"], "--cost-weights must be >= 0, got -1 (in '0.1,-1')"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, tmp_path, capsys):

@@ -162,9 +162,9 @@ def test_truncate_keeps_the_first_lines(tmp_path):
 def test_out_must_be_a_writable_folder(tmp_path):
     file = tmp_path / "file"
     file.write_text("x")
-    with pytest.raises(NasjaxError, match="it is a file"):
+    with pytest.raises(NasjaxError, match="file is a file; choose another --out"):
         open_run(file)
-    with pytest.raises(NasjaxError, match="cannot write to run folder .*file/sub"):
+    with pytest.raises(NasjaxError, match="cannot write to folder .*file/sub"):
         open_run(file / "sub")
 
 

@@ -108,6 +108,29 @@ def _epoch_record(
     return record
 
 
+def _run_epoch(
+    space: SearchSpace,
+    net: RelaxedNetwork,
+    config: MethodConfig,
+    state: SearchState,
+    halves: tuple[jnp.ndarray, ...],
+    batch_size: int,
+    key: jax.Array,
+    epoch: int,
+    t0: float,
+) -> tuple[SearchState, dict[str, Any]]:
+    """Epoch ``epoch`` (from 0) of the search keyed by ``key``: the state and log record."""
+    key_epoch, key_w, key_a = jax.random.split(jax.random.fold_in(key, epoch), 3)
+    n = halves[0].shape[0]
+    steps = n // batch_size
+    indices = (
+        batch_indices(key_w, n, batch_size, steps),
+        batch_indices(key_a, n, batch_size, steps),
+    )
+    state, metrics = search_epoch(net, config, state, key_epoch, halves, indices)
+    return state, _epoch_record(space, net, config, state, epoch + 1, metrics, time.time() - t0)
+
+
 def gradient_search(
     key: jax.Array,
     space: SearchSpace,
@@ -157,30 +180,24 @@ def gradient_search(
         )
     key_init, key_loop = jax.random.split(key)
     state = init_state(key_init, net, config)
-    with RunDir.open(out_dir, run_config, resume=resume, log_name=LOG_FILE) as run:
+    with RunDir.open(out_dir, run_config, resume=resume, log_name=LOG_FILE, unit="epoch") as run:
         start, state = run.restore(state)
         history = run.read_log()
         t0 = time.time() - (history[-1]["wall_s"] if history else 0.0)
-        bar = tqdm(
+        with tqdm(
             total=epochs, initial=start, desc=config.method, unit="epoch", disable=not progress
-        )
-        for epoch in range(start, epochs):
-            key_epoch, key_w, key_a = jax.random.split(jax.random.fold_in(key_loop, epoch), 3)
-            n = halves[0].shape[0]
-            indices = (
-                batch_indices(key_w, n, batch_size, steps),
-                batch_indices(key_a, n, batch_size, steps),
-            )
-            state, metrics = search_epoch(net, config, state, key_epoch, halves, indices)
-            record = _epoch_record(space, net, config, state, epoch + 1, metrics, time.time() - t0)
-            history.append(record)
-            run.append([record])
-            run.save(epoch + 1, state)
-            bar.set_postfix(
-                entropy=f"{record['alpha_entropy']:.3f}", free=record["num_parameter_free"]
-            )
-            bar.update(1)
-        bar.close()
+        ) as bar:
+            for epoch in range(start, epochs):
+                state, record = _run_epoch(
+                    space, net, config, state, halves, batch_size, key_loop, epoch, t0
+                )
+                history.append(record)
+                run.append([record])
+                run.save(epoch + 1, state)
+                bar.set_postfix(
+                    entropy=f"{record['alpha_entropy']:.3f}", free=record["num_parameter_free"]
+                )
+                bar.update(1)
     genotype = np.asarray(history[-1]["genotype"], np.int32)
     return GradientSearchResult(
         genotype=genotype,

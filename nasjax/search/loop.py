@@ -102,31 +102,24 @@ def run_search(
     key_init, key_loop = jax.random.split(key)
     state = strategy.init(key_init)
     ask, tell = jax.jit(strategy.ask), jax.jit(strategy.tell)
-    with RunDir.open(out_dir, config, resume=resume, log_name=RESULTS_FILE) as run:
+    log = RESULTS_FILE
+    with RunDir.open(out_dir, config, resume=resume, log_name=log, unit="generation") as run:
         start, state = run.restore(state)
         t0 = time.time()
-        bar = tqdm(
+        with tqdm(
             total=num_generations, initial=start, desc="search", unit="gen", disable=not progress
-        )
-        for generation in range(start, num_generations):
-            key_ask, key_eval = jax.random.split(jax.random.fold_in(key_loop, generation))
-            population, state = ask(key_ask, state)
-            fitness, metrics = evaluate(key_eval, population)
-            state, told = tell(state, population, fitness)
-            run.append(
-                _records(
-                    space,
-                    generation,
-                    np.asarray(population),
-                    np.asarray(fitness),
-                    metrics,
-                    time.time() - t0,
-                )
-            )
-            run.save(generation + 1, state)
-            bar.set_postfix(best=f"{float(told['best_fitness']):.4f}")
-            bar.update(1)
-        bar.close()
+        ) as bar:
+            for generation in range(start, num_generations):
+                key_ask, key_eval = jax.random.split(jax.random.fold_in(key_loop, generation))
+                population, state = ask(key_ask, state)
+                fitness, metrics = evaluate(key_eval, population)
+                state, told = tell(state, population, fitness)
+                population, fitness = np.asarray(population), np.asarray(fitness)
+                wall_s = time.time() - t0
+                run.append(_records(space, generation, population, fitness, metrics, wall_s))
+                run.save(generation + 1, state)
+                bar.set_postfix(best=f"{float(told['best_fitness']):.4f}")
+                bar.update(1)
     best = state.best
     return SearchResult(
         best_genotype=np.asarray(best.genotype),

@@ -32,6 +32,9 @@ from nasjax.strategies.base import Strategy
 DEFAULT_BUDGET_S = 12000.0
 CURVE_POINTS = 101
 QUERY_BLOCK = 16  # queries per scan block between budget checks
+BYTES_PER_QUERY = 40
+"""Memory per seed and scanned query of :func:`run_seeds` and :func:`query_table` (measured
+on CPU: 35-37 B for REA, random search and REINFORCE at 20,000 and 100,000 seeds)."""
 
 
 def max_queries_for(budget_s: float, min_cost: float) -> int:
@@ -43,6 +46,14 @@ def max_queries_for(budget_s: float, min_cost: float) -> int:
     if not min_cost > 0:
         raise NasjaxError(f"every query must cost > 0 s, got a minimum cost of {min_cost}")
     return max(1, math.ceil(budget_s / min_cost) + 1)
+
+
+def seed_bytes(budget_s: float, min_cost: float) -> int:
+    """Bytes one seed of :func:`run_seeds` holds (its scanned queries, rounded up to whole
+    blocks, times :data:`BYTES_PER_QUERY`): check ``seeds * seed_bytes`` fits before a
+    huge ``--seeds`` allocates for minutes."""
+    queries = -(-max_queries_for(budget_s, min_cost) // QUERY_BLOCK) * QUERY_BLOCK
+    return queries * BYTES_PER_QUERY
 
 
 @partial(jax.jit, static_argnames=("strategy", "max_queries", "num_points"))
