@@ -97,7 +97,7 @@ def num_groups(d_in: int, spec: QuantSpec) -> int:
     return 1 if spec.group_size is None else -(-d_in // spec.group_size)
 
 
-def quantized_bytes(shape: tuple[int, int], spec: QuantSpec) -> int:
+def quantized_bytes(shape: tuple[int, int], spec: str | QuantSpec) -> int:
     """Exact bytes to store a ``[d_in, d_out]`` matrix quantized with ``spec``.
 
     ``bits`` per weight, plus per group of each output a float16 scale and a ``bits``-wide
