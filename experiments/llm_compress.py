@@ -45,7 +45,7 @@ from nasjax.llm.corpus import (
     eval_windows,
     validation_corpus,
 )
-from nasjax.llm.evaluate import evaluate
+from nasjax.llm.evaluate import decode_latency_ms, evaluate
 from nasjax.llm.gguf_file import load_llama
 from nasjax.llm.llama import LINEAR_NAMES, count_params
 from nasjax.llm.one_shot import (
@@ -77,6 +77,7 @@ SMOKE = {
     "patterns": "unstructured_0.5,2:4",
     "quant_specs": "3_g128",
     "depth_ks": "1",
+    "decode_prompt": 8,
 }
 
 
@@ -98,6 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calibration", type=int, default=8, help="calibration sequences (N)")
     p.add_argument("--calibration-length", type=int, default=256, help="tokens per sequence")
     p.add_argument("--batch-size", type=int, default=4, help="sequences per forward pass")
+    p.add_argument("--decode-prompt", type=int, default=32, help="prompt tokens (latency)")
     p.add_argument("--patterns", default=",".join(PATTERNS), help="sparsity patterns")
     p.add_argument("--quant-specs", default=",".join(QUANT_SPECS), help="bits_grouping list")
     p.add_argument("--depth-ks", default=",".join(map(str, DEPTH_KS)), help="blocks to drop")
@@ -214,6 +216,9 @@ def run(args: argparse.Namespace) -> dict:
             model, accounting = run_job(job, params, config, calibration, influence, args)
             seconds = time.perf_counter() - t0
             result = evaluate(model, config, valid, args.batch_size)
+            if job[0] in ("dense", "depth"):  # the others run the dense kernels: same speed
+                prompt = valid.tokens[:1, : args.decode_prompt]
+                accounting["decode_ms_per_token"] = decode_latency_ms(model, config, prompt)
             record = {
                 "kind": job[0],
                 "method": job[1],
@@ -249,6 +254,7 @@ def assemble(records, args, checkpoint, valid, calib_text, influence) -> dict:
             "bytes_f16": dense["bytes_f16"],
             "tokens": int(valid.tokens.shape[0] * (valid.tokens.shape[1] - 1)),
             "tokens_per_s": dense["tokens_per_s"],
+            "decode_ms_per_token": dense["decode_ms_per_token"],
         },
         "prune": {},
         "quant": {},
@@ -280,7 +286,8 @@ def markdown(results: dict) -> str:
     dense = results["dense"]
     lines = [
         f"Dense: perplexity {dense['ppl']:.3f} over {dense['tokens']} tokens, "
-        f"{dense['params']:,} parameters, {dense['tokens_per_s']:.0f} tokens/s",
+        f"{dense['params']:,} parameters, {dense['tokens_per_s']:.0f} tokens/s scored, "
+        f"{dense['decode_ms_per_token']:.1f} ms per generated token",
         "",
         "| pruning | pattern | sparsity | perplexity | seconds |",
         "|---|---|---|---|---|",
@@ -304,14 +311,14 @@ def markdown(results: dict) -> str:
             )
     lines += [
         "",
-        "| depth rule | blocks dropped | params | perplexity | tokens/s |",
-        "|---|---|---|---|---|",
+        "| depth rule | blocks dropped | params | perplexity | tokens/s | ms/token |",
+        "|---|---|---|---|---|---|",
     ]
     for rule, by in results["depth"].items():
         for k, r in by.items():
             lines.append(
                 f"| {rule} | {k} {r['dropped']} | {r['params']:,} | {r['ppl']:.3f} | "
-                f"{r['tokens_per_s']:.0f} |"
+                f"{r['tokens_per_s']:.0f} | {r['decode_ms_per_token']:.1f} |"
             )
     lines += ["", f"Sweep wall time: {results.get('wall_s', math.nan):.0f} s", ""]
     return "\n".join(lines)

@@ -21,7 +21,7 @@ import numpy as np
 
 from nasjax.errors import check_positive
 from nasjax.llm.corpus import Windows
-from nasjax.llm.llama import LlamaConfig, forward
+from nasjax.llm.llama import LlamaConfig, forward, generate
 
 
 class Perplexity(NamedTuple):
@@ -80,3 +80,20 @@ def evaluate(
         seconds=seconds,
         tokens_per_s=padded * (tokens.shape[1] - 1) / seconds,
     )
+
+
+def decode_latency_ms(
+    params: dict,
+    config: LlamaConfig,
+    prompt: np.ndarray,
+    steps: int = 16,
+    dtype: jnp.dtype = jnp.float32,
+) -> float:
+    """Milliseconds per generated token of greedy KV-cache decoding (batch of ``prompt``'s
+    rows; prefill included, compile excluded): the latency a user of the model sees."""
+    check_positive(steps=steps)
+    run = generate.lower(params, prompt, steps=steps, config=config, dtype=dtype).compile()
+    jax.block_until_ready(run(params, prompt))  # first call: buffers, caches
+    start = time.perf_counter()
+    jax.block_until_ready(run(params, prompt))
+    return 1000.0 * (time.perf_counter() - start) / steps
