@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from nasjax.cli import OneLineErrorParser, run_script
+from nasjax.flags import OneLineErrorParser, at_least, nonneg_int, positive_int, run_script
 from nasjax.llm.corpus import (
     calibration_corpus,
     calibration_windows,
@@ -94,25 +94,25 @@ def _csv(kind: Callable[[str], object]) -> Callable[[str], list[str]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="a LLaMA-family GGUF file (default: SmolLM2)")
-    p.add_argument("--eval-windows", type=int, default=4, help="validation windows scored")
-    p.add_argument("--eval-length", type=int, default=512, help="tokens per validation window")
-    p.add_argument("--calibration", type=int, default=8, help="calibration sequences (N)")
-    p.add_argument("--calibration-length", type=int, default=256, help="tokens per sequence")
-    p.add_argument("--batch-size", type=int, default=4, help="sequences per forward pass")
-    p.add_argument("--decode-prompt", type=int, default=32, help="prompt tokens (latency)")
+    p.add_argument("--eval-windows", type=positive_int, default=4, help="validation windows scored")
+    p.add_argument(
+        "--eval-length", type=at_least(2), default=512, help="tokens per validation window"
+    )
+    p.add_argument("--calibration", type=positive_int, default=8, help="calibration sequences (N)")
+    p.add_argument(
+        "--calibration-length", type=at_least(2), default=256, help="tokens per sequence"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=4, help="sequences per forward pass")
+    p.add_argument("--decode-prompt", type=positive_int, default=32, help="prompt tokens (latency)")
     p.add_argument("--patterns", default=",".join(PATTERNS), help="sparsity patterns")
     p.add_argument("--quant-specs", default=",".join(QUANT_SPECS), help="bits_grouping list")
     p.add_argument("--depth-ks", default=",".join(map(str, DEPTH_KS)), help="blocks to drop")
     p.add_argument("--act-order", action="store_true", help="GPTQ visits inputs by diag(H)")
-    p.add_argument("--keep-layers", type=int, default=0, help="use only the first N blocks")
+    p.add_argument("--keep-layers", type=nonneg_int, default=0, help="use only the first N blocks")
     p.add_argument("--out", default="runs/llm_compress")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
-    args = p.parse_sized(
-        argv,
-        SMOKE,
-        {"eval_windows": 1, "eval_length": 2, "calibration": 1, "calibration_length": 2},
-    )
+    args = p.parse_sized(argv, SMOKE)
     if args.smoke and not args.keep_layers:
         args.keep_layers = SMOKE_BLOCKS
     args.patterns = _csv(parse_pattern)(args.patterns)
