@@ -121,13 +121,24 @@ def _short(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def _logging_off() -> Iterator[None]:
-    """Silences Python logging (orbax's absl ERROR lines about a damaged checkpoint)."""
-    previous = logging.root.manager.disable
+    """Silences orbax on a damaged checkpoint: its absl ERROR lines (Python logging) and
+    the ``RuntimeError: Event loop is closed`` tracebacks that TensorStore's late read
+    callbacks raise once orbax has given up on the step (``sys.unraisablehook``)."""
+    previous, hook = logging.root.manager.disable, sys.unraisablehook
+
+    def drop_closed_loop(info: Any) -> None:
+        if not (
+            isinstance(info.exc_value, RuntimeError) and "loop is closed" in str(info.exc_value)
+        ):
+            hook(info)
+
     logging.disable(logging.CRITICAL)
+    sys.unraisablehook = drop_closed_loop
     try:
         yield
     finally:
         logging.disable(previous)
+        sys.unraisablehook = hook
 
 
 def check_out_folder(out: str | os.PathLike, flag: str = "--out", *, create: bool = True) -> Path:
@@ -139,15 +150,15 @@ def check_out_folder(out: str | os.PathLike, flag: str = "--out", *, create: boo
       NasjaxError: ``out`` or a parent is a file, or ``out`` cannot be created or written.
     """
     out = Path(out)
-    place = out
-    while not create and not place.exists() and place != place.parent:
+    place = out  # the nearest part of the path that exists
+    while not place.exists() and place != place.parent:
         place = place.parent
     if place.exists() and not place.is_dir():
         raise NasjaxError(f"cannot use {out} as a folder: {place} is a file; choose another {flag}")
     try:
         if create:
             out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=place):
+        with tempfile.TemporaryFile(dir=out if create else place):
             pass
     except OSError as err:
         raise NasjaxError(

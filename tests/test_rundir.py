@@ -1,13 +1,22 @@
 """The run folder: refusals, the fingerprint, damaged checkpoints and logs, atomic JSON."""
 
 import json
+import os
+import signal
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.errors import NasjaxError
-from nasjax.rundir import CHECKPOINT_DIR, RUN_CONFIG_FILE, RunDir, write_json_atomic
+from nasjax.errors import Interrupted, NasjaxError
+from nasjax.rundir import (
+    CHECKPOINT_DIR,
+    RUN_CONFIG_FILE,
+    RunDir,
+    check_out_file,
+    check_out_folder,
+    write_json_atomic,
+)
 
 LOG = "results.jsonl"
 CONFIG = {"seed": 3, "space": "nb201", "learning_rate": 0.05}
@@ -164,7 +173,7 @@ def test_out_must_be_a_writable_folder(tmp_path):
     file.write_text("x")
     with pytest.raises(NasjaxError, match="file is a file; choose another --out"):
         open_run(file)
-    with pytest.raises(NasjaxError, match="cannot write to folder .*file/sub"):
+    with pytest.raises(NasjaxError, match="cannot use .*file/sub as a folder: .*file is a file"):
         open_run(file / "sub")
 
 
@@ -193,3 +202,47 @@ def test_write_json_atomic_leaves_no_partial_file(tmp_path):
         write_json_atomic(path, {"a": object()})  # not serialisable: fails before rename
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_ctrl_c_in_the_loop_is_one_line_naming_the_step(tmp_path):
+    with pytest.raises(Interrupted) as info:
+        with open_run(tmp_path, unit="generation") as run:
+            run.save(1, tree(1))
+            raise KeyboardInterrupt
+    assert str(info.value) == (
+        f"interrupted at generation 2 (1 saved in {tmp_path}); resume with --resume"
+    )
+    step, _ = run_steps(tmp_path, [], resume=True)
+    assert step == 1
+    with pytest.raises(KeyboardInterrupt) as info:  # no folder: nothing to name
+        with open_run(None):
+            raise KeyboardInterrupt
+    assert not isinstance(info.value, Interrupted)
+
+
+def test_ctrl_c_during_a_checkpoint_waits_for_it(tmp_path, monkeypatch):
+    """SIGINT arriving while orbax writes is held until the checkpoint is complete."""
+    with open_run(tmp_path) as run:
+        manager_save = run._manager.save
+
+        def save_hit_by_ctrl_c(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            return manager_save(*args, **kwargs)
+
+        monkeypatch.setattr(run._manager, "save", save_hit_by_ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            run.save(1, tree(1))
+        assert run.latest == 1
+    step, state = run_steps(tmp_path, [], resume=True)
+    assert step == 1 and int(state["n"]) == 3
+
+
+def test_out_checks_before_any_work_leave_nothing(tmp_path):
+    check_out_folder(tmp_path / "a" / "b", create=False)
+    check_out_file(tmp_path / "c" / "results.json")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(NasjaxError, match="it is a folder; choose another --out"):
+        check_out_file(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NasjaxError, match="file is a file"):
+        check_out_file(tmp_path / "file" / "results.json")
