@@ -142,13 +142,17 @@ def zero_fraction(params: dict) -> float:
     return zeros / total
 
 
+def linear_quant_bytes(params: dict, spec: str) -> int:
+    """Bytes of every block linear quantized with ``spec`` (codes, scales, zero points)."""
+    layers = params["layers"]["attn_norm"].shape[0]
+    return sum(quantized_bytes(s, spec) for s in linear_sizes(params).values()) * layers
+
+
 def quant_bytes(params: dict, spec: str) -> int:
     """Bytes of the model with every block linear quantized (``spec``) and the rest
     (embedding, norms) in float16."""
-    layers = params["layers"]["attn_norm"].shape[0]
-    linear = sum(quantized_bytes(s, spec) for s in linear_sizes(params).values()) * layers
-    other = count_params(params) - sum(params["layers"][n].size for n in LINEAR_NAMES)
-    return linear + 2 * other
+    other = count_params(params) - _linear_total(params)
+    return linear_quant_bytes(params, spec) + 2 * other
 
 
 def run_job(job, params, config, calibration, influence, args) -> tuple[dict, dict]:
@@ -177,7 +181,12 @@ def run_job(job, params, config, calibration, influence, args) -> tuple[dict, di
         sparsity = zero_fraction(model)
         kept = count_params(model) - round(sparsity * _linear_total(model))
         return model, {"sparsity": sparsity, "params_nonzero": kept}
-    return model, {"bytes": quant_bytes(model, setting), "bits": parse_quant_spec(setting).bits}
+    linear_bits = 8 * linear_quant_bytes(model, setting) / _linear_total(model)
+    return model, {
+        "bytes": quant_bytes(model, setting),
+        "bits": parse_quant_spec(setting).bits,
+        "bits_per_weight": linear_bits,  # with the grids' scales and zero points
+    }
 
 
 def _linear_total(params: dict) -> int:
@@ -358,21 +367,22 @@ def plot_bits(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for method, by in results["quant"].items():
-        for spec, r in by.items():
-            ax.scatter(
-                r["bits"],
-                r["ppl"],
-                label=f"{method} {spec}",
-                marker="o" if method == "gptq" else "x",
+    for index, (method, by) in enumerate(results["quant"].items()):
+        for grouping in ("channel", "g128"):
+            points = sorted(
+                (r["bits_per_weight"], r["ppl"]) for s, r in by.items() if s.endswith(grouping)
             )
+            if points:
+                style = "o-" if grouping == "channel" else "s--"
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, color=f"C{index}", label=f"{method} {grouping}")
     ax.axhline(results["dense"]["ppl"], color="k", ls="--", lw=1, label="dense")
     ax.set_yscale("log")
     finish_figure(
         fig,
         ax,
         path,
-        "bits per weight",
+        "bits per block weight (with scales and zero points)",
         "validation perplexity",
         "weight-only quantization",
         "upper right",
