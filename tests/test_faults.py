@@ -102,7 +102,7 @@ def launch(loop: Loop, out: Path, fault: str = "none", resume: bool = False):
         "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
         "JAX_PLATFORMS": "cpu",
     }
-    target = loop.target if loop.target == "nasjax" else ROOT / "experiments" / loop.target
+    target = loop.target if loop.target == "nasjax" else ROOT / "experiments" / f"{loop.target}.py"
     argv = [sys.executable, str(RUNNER), fault, str(target), *loop.argv(out, resume)]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
 
