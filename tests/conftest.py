@@ -4,6 +4,7 @@ NB201 table fixture."""
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -61,3 +62,11 @@ def llm_checkpoint():
             pytest.fail(str(error))
         pytest.skip(str(error))
     return load_llama(path)
+
+
+def pytest_configure(config):
+    """Ctrl-C is tested (tests/test_faults.py, test_flags.py, test_rundir.py), so SIGINT
+    must raise KeyboardInterrupt even where the suite was started with it ignored (a
+    command run in the background, ``cmd &``, inherits SIGINT ignored, and Python then
+    installs no handler). The subprocesses the tests start get the default back at exec."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)

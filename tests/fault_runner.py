@@ -26,6 +26,7 @@ import sys
 from nasjax.rundir import RunDir
 
 SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
 
 
 def inject(fault: str) -> None:
