@@ -68,14 +68,15 @@ def test_two_processes_evaluate_one_population_together(one_device):
         )
         for i in range(2)
     ]
+    finished = []
+    try:  # read both before judging either: the first may end before the second
+        finished = [proc.communicate(timeout=600) for proc in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:  # only after a timeout or an error
+                p.kill()
     outputs = []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=600)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
+    for proc, (stdout, stderr) in zip(procs, finished, strict=True):
         assert proc.returncode == 0, stderr[-3000:]
         outputs.append(_result(stdout))
     for out in outputs:
