@@ -47,7 +47,7 @@ from nasjax.llm.corpus import (
 )
 from nasjax.llm.evaluate import decode_latency_ms, evaluate
 from nasjax.llm.gguf_file import load_llama
-from nasjax.llm.llama import LINEAR_NAMES, count_params
+from nasjax.llm.llama import LINEAR_NAMES, count_params, n_layers
 from nasjax.llm.one_shot import (
     DATA_FREE,
     DEPTH_RULES,
@@ -135,23 +135,27 @@ def linear_sizes(params: dict) -> dict[str, tuple[int, int]]:
     return {n: tuple(params["layers"][n].shape[1:]) for n in LINEAR_NAMES}
 
 
+def linear_total(params: dict) -> int:
+    """Weights in every block linear (all blocks)."""
+    return sum(params["layers"][n].size for n in LINEAR_NAMES)
+
+
 def zero_fraction(params: dict) -> float:
     """Exact fraction of zero weights over every block linear."""
     zeros = sum(int(jnp.sum(params["layers"][n] == 0)) for n in LINEAR_NAMES)
-    total = sum(params["layers"][n].size for n in LINEAR_NAMES)
-    return zeros / total
+    return zeros / linear_total(params)
 
 
 def linear_quant_bytes(params: dict, spec: str) -> int:
     """Bytes of every block linear quantized with ``spec`` (codes, scales, zero points)."""
-    layers = params["layers"]["attn_norm"].shape[0]
-    return sum(quantized_bytes(s, spec) for s in linear_sizes(params).values()) * layers
+    per_block = sum(quantized_bytes(s, spec) for s in linear_sizes(params).values())
+    return per_block * n_layers(params)
 
 
 def quant_bytes(params: dict, spec: str) -> int:
     """Bytes of the model with every block linear quantized (``spec``) and the rest
     (embedding, norms) in float16."""
-    other = count_params(params) - _linear_total(params)
+    other = count_params(params) - linear_total(params)
     return linear_quant_bytes(params, spec) + 2 * other
 
 
@@ -162,12 +166,12 @@ def run_job(job, params, config, calibration, influence, args) -> tuple[dict, di
     if kind == "dense":
         return params, {"params": count_params(params), "bytes_f16": 2 * count_params(params)}
     if kind == "depth":
-        dropped = layers_to_drop(method, int(setting), influence, config_layers(params))
+        dropped = layers_to_drop(method, int(setting), influence, n_layers(params))
         model = drop_layers(params, dropped)
         return model, {"params": count_params(model), "dropped": dropped}
     make = prune_compressor if kind == "prune" else quant_compressor
     extra = {"act_order": args.act_order} if method == "gptq" else {}
-    bar = tqdm(total=config_layers(params), desc=f"{method} {setting}", leave=False)
+    bar = tqdm(total=n_layers(params), desc=f"{method} {setting}", leave=False)
     model = compress_layerwise(
         params,
         config,
@@ -179,22 +183,14 @@ def run_job(job, params, config, calibration, influence, args) -> tuple[dict, di
     bar.close()
     if kind == "prune":
         sparsity = zero_fraction(model)
-        kept = count_params(model) - round(sparsity * _linear_total(model))
+        kept = count_params(model) - round(sparsity * linear_total(model))
         return model, {"sparsity": sparsity, "params_nonzero": kept}
-    linear_bits = 8 * linear_quant_bytes(model, setting) / _linear_total(model)
+    linear_bits = 8 * linear_quant_bytes(model, setting) / linear_total(model)
     return model, {
         "bytes": quant_bytes(model, setting),
         "bits": parse_quant_spec(setting).bits,
         "bits_per_weight": linear_bits,  # with the grids' scales and zero points
     }
-
-
-def _linear_total(params: dict) -> int:
-    return sum(params["layers"][n].size for n in LINEAR_NAMES)
-
-
-def config_layers(params: dict) -> int:
-    return params["layers"]["attn_norm"].shape[0]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -205,9 +201,10 @@ def run(args: argparse.Namespace) -> dict:
     checkpoint = load_llama(args.model)
     params = jax.tree.map(jnp.asarray, checkpoint.params)
     if args.keep_layers:
-        params = drop_layers(params, range(args.keep_layers, config_layers(params)))
+        params = drop_layers(params, range(args.keep_layers, n_layers(params)))
     config, tokenizer = checkpoint.config, checkpoint.tokenizer
-    valid = eval_windows(tokenizer, validation_corpus(), args.eval_length, args.eval_windows)
+    valid_text = validation_corpus()
+    valid = eval_windows(tokenizer, valid_text, args.eval_length, args.eval_windows)
     calib_text = calibration_corpus()
     calibration = calibration_windows(
         tokenizer, calib_text, args.calibration, args.calibration_length
@@ -242,7 +239,8 @@ def run(args: argparse.Namespace) -> dict:
             rundir.append([record])
             rundir.save(index + 1, {"jobs_done": np.full(1, index + 1, np.int32)})
             records.append(record)
-    results = assemble(records, args, checkpoint, valid, calib_text, influence)
+    texts = {"validation": valid_text.source, "calibration": calib_text.source}
+    results = assemble(records, args, checkpoint.source, valid, texts, influence)
     results["wall_s"] = round(time.perf_counter() - start, 1)
     write_json_atomic(out / "results.json", results)
     (out / "results.md").write_text(markdown(results))
@@ -252,7 +250,7 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
-def assemble(records, args, checkpoint, valid, calib_text, influence) -> dict:
+def assemble(records, args, model_source, valid, texts, influence) -> dict:
     """``results.json`` from the streamed records (the layout the issue fixes)."""
     dense = next(r for r in records if r["kind"] == "dense")
     results: dict = {
@@ -274,14 +272,12 @@ def assemble(records, args, checkpoint, valid, calib_text, influence) -> dict:
         if r["kind"] in ("prune", "quant", "depth"):
             results[r["kind"]].setdefault(r["method"], {})[r["setting"]] = entry
     results["setup"] = {
-        "model": checkpoint.source,
-        "blocks": config_layers(jax.tree.map(jnp.asarray, checkpoint.params))
-        if not args.keep_layers
-        else args.keep_layers,
-        "validation": validation_corpus().source,
+        "model": model_source,
+        "blocks": len(influence),  # the blocks compressed (all, or --keep-layers)
+        "validation": texts["validation"],
         "eval_windows": int(valid.tokens.shape[0]),
         "eval_length": args.eval_length,
-        "calibration": calib_text.source,
+        "calibration": texts["calibration"],
         "calibration_sequences": args.calibration,
         "calibration_length": args.calibration_length,
         "act_order": args.act_order,
@@ -291,44 +287,51 @@ def assemble(records, args, checkpoint, valid, calib_text, influence) -> dict:
     return results
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines, with a blank line before it."""
+    lines = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def markdown(results: dict) -> str:
     dense = results["dense"]
     lines = [
         f"Dense: perplexity {dense['ppl']:.3f} over {dense['tokens']} tokens, "
         f"{dense['params']:,} parameters, {dense['tokens_per_s']:.0f} tokens/s scored, "
-        f"{dense['decode_ms_per_token']:.1f} ms per generated token",
-        "",
-        "| pruning | pattern | sparsity | perplexity | seconds |",
-        "|---|---|---|---|---|",
+        f"{dense['decode_ms_per_token']:.1f} ms per generated token"
     ]
-    for method, by in results["prune"].items():
-        for pattern, r in by.items():
-            lines.append(
-                f"| {method} | {pattern} | {r['sparsity']:.3f} | {r['ppl']:.3f} | "
-                f"{r['seconds']:.1f} |"
-            )
-    lines += [
-        "",
-        "| quantization | bits_grouping | MB | perplexity | seconds |",
-        "|---|---|---|---|---|",
-    ]
-    for method, by in results["quant"].items():
-        for spec, r in by.items():
-            lines.append(
-                f"| {method} | {spec} | {r['bytes'] / 1e6:.1f} | {r['ppl']:.3f} | "
-                f"{r['seconds']:.1f} |"
-            )
-    lines += [
-        "",
-        "| depth rule | blocks dropped | params | perplexity | tokens/s | ms/token |",
-        "|---|---|---|---|---|---|",
-    ]
-    for rule, by in results["depth"].items():
-        for k, r in by.items():
-            lines.append(
-                f"| {rule} | {k} {r['dropped']} | {r['params']:,} | {r['ppl']:.3f} | "
-                f"{r['tokens_per_s']:.0f} | {r['decode_ms_per_token']:.1f} |"
-            )
+    entries = {
+        kind: [(m, s, r) for m, by in results[kind].items() for s, r in by.items()]
+        for kind in ("prune", "quant", "depth")
+    }
+    lines += _table(
+        ["pruning", "pattern", "sparsity", "perplexity", "seconds"],
+        [
+            [m, s, f"{r['sparsity']:.3f}", f"{r['ppl']:.3f}", f"{r['seconds']:.1f}"]
+            for m, s, r in entries["prune"]
+        ],
+    )
+    lines += _table(
+        ["quantization", "bits_grouping", "MB", "perplexity", "seconds"],
+        [
+            [m, s, f"{r['bytes'] / 1e6:.1f}", f"{r['ppl']:.3f}", f"{r['seconds']:.1f}"]
+            for m, s, r in entries["quant"]
+        ],
+    )
+    lines += _table(
+        ["depth rule", "blocks dropped", "params", "perplexity", "tokens/s", "ms/token"],
+        [
+            [
+                m,
+                f"{k} {r['dropped']}",
+                f"{r['params']:,}",
+                f"{r['ppl']:.3f}",
+                f"{r['tokens_per_s']:.0f}",
+                f"{r['decode_ms_per_token']:.1f}",
+            ]
+            for m, k, r in entries["depth"]
+        ],
+    )
     lines += ["", f"Sweep wall time: {results.get('wall_s', math.nan):.0f} s", ""]
     return "\n".join(lines)
 

@@ -48,6 +48,21 @@ def window_nll(
     return (jax.nn.logsumexp(logits, axis=-1) - picked).sum(axis=-1)
 
 
+_SCORERS: dict = {}
+
+
+def _compiled_scorer(params: dict, batch: np.ndarray, config: LlamaConfig, dtype: jnp.dtype):
+    """:func:`window_nll` compiled for these shapes, once per process: a sweep scores many
+    models of one shape (pruned and quantized ones), and ``lower().compile()`` alone
+    would compile again for each."""
+    leaves, treedef = jax.tree.flatten(params)
+    key = (treedef, tuple((x.shape, str(x.dtype)) for x in leaves), batch.shape, config, dtype)
+    if key not in _SCORERS:
+        lowered = window_nll.lower(params, batch, config=config, dtype=dtype)
+        _SCORERS[key] = lowered.compile()
+    return _SCORERS[key]
+
+
 def evaluate(
     params: dict,
     config: LlamaConfig,
@@ -67,7 +82,7 @@ def evaluate(
     if padded > count:
         tokens = np.concatenate([tokens, np.repeat(tokens[-1:], padded - count, axis=0)])
     batches = tokens.reshape(padded // batch_size, batch_size, -1)
-    score = window_nll.lower(params, batches[0], config=config, dtype=dtype).compile()
+    score = _compiled_scorer(params, batches[0], config, dtype)
     start = time.perf_counter()
     nll = np.concatenate([np.asarray(score(params, b)) for b in batches])
     seconds = time.perf_counter() - start
