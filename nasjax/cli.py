@@ -29,14 +29,7 @@ import jax
 
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.kinds import DATA_KINDS, DataKind, Recipe
-from nasjax.flags import (  # OneLineErrorParser and run_script: scripts import them here too
-    OneLineErrorParser,
-    positive_float,
-    positive_int,
-    run_entry,
-    run_script,  # noqa: F401
-    seed,
-)
+from nasjax.flags import OneLineErrorParser, positive_float, positive_int, run_entry, seed
 from nasjax.plots import plot_search_curve
 from nasjax.rundir import RunDir, write_json_atomic
 from nasjax.search import RESULTS_FILE, run_search
