@@ -90,6 +90,34 @@ def test_prefill_in_chunks_and_decode_steps_equal_forward(tiny):
     np.testing.assert_allclose(cached, full, atol=1e-5, rtol=0)
 
 
+def test_a_list_of_differently_shaped_blocks_runs_forward_cache_and_generate(tiny):
+    """A structurally pruned model (``params["layers"]`` a list of blocks of different
+    shapes): the list of the stack's own blocks gives the stack's logits, and a block with
+    fewer heads / FFN channels runs forward, prefill + decode and generate consistently."""
+    params, tokens = tiny
+    as_list = {**params, "layers": [_layer(params, i) for i in range(2)]}
+    np.testing.assert_allclose(
+        llama.forward(as_list, tokens, CONFIG), llama.forward(params, tokens, CONFIG), atol=1e-5
+    )
+    narrow = dict(as_list["layers"][1])  # one KV group (2 query heads) and 16 FFN channels
+    narrow.update(
+        wq=narrow["wq"][:, :16], wk=narrow["wk"][:, :8], wv=narrow["wv"][:, :8],
+        wo=narrow["wo"][:16], w_gate=narrow["w_gate"][:, :16], w_up=narrow["w_up"][:, :16],
+        w_down=narrow["w_down"][:16],
+    )  # fmt: skip
+    pruned = {**params, "layers": [as_list["layers"][0], narrow]}
+    assert llama.n_layers(pruned) == 2
+    full = llama.forward(pruned, tokens, CONFIG)
+    cache = llama.cache_for(pruned, CONFIG, 2, 12)
+    assert [k.shape for k in cache["k"]] == [(2, 12, 2, 8), (2, 12, 1, 8)]
+    first, cache = llama.prefill(pruned, cache, tokens[:, :8], CONFIG)
+    last, cache = llama.decode_step(pruned, cache, tokens[:, 8], 8, CONFIG)
+    np.testing.assert_allclose(first, full[:, :8], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(last, full[:, 8], atol=1e-5, rtol=0)
+    out, logits = llama.generate(pruned, tokens[:, :5], 4, CONFIG, return_logits=True)
+    np.testing.assert_allclose(logits, llama.forward(pruned, out, CONFIG)[:, 4:8], atol=1e-5)
+
+
 @jax.jit
 def _compose(params, tokens):
     """The model run block by block, with what each tap should equal recomputed from the

@@ -14,6 +14,11 @@ so that ``y = x @ W``::
 
 The layer count and head counts are read from the array shapes, not from the config, so
 dropping layers is slicing the stack (``tree.map(lambda a: a[keep], params["layers"])``).
+``params["layers"]`` may also be a **list** of per-block dicts (leaves without the L
+axis) whose shapes differ from block to block: a structurally pruned model (fewer heads,
+FFN channels or a narrower residual stream in some blocks, :mod:`nasjax.llm.elastic`).
+Such a model runs its blocks one after another instead of under ``lax.scan``; every
+function here takes either layout.
 
 RoPE rotates *adjacent* pairs ``(2i, 2i+1)`` of each head by ``position * base**(-2i/hd)``,
 the layout of llama.cpp's GGUF files (see :mod:`nasjax.llm.gguf_file`).
@@ -41,8 +46,9 @@ Params = dict[str, Any]
 """The model's params pytree (layout in the module docstring)."""
 Layer = dict[str, jax.Array]
 """One block's params: ``params["layers"]`` without the leading L axis."""
-Cache = dict[str, jax.Array]
-"""A KV cache: ``{"k", "v"}`` of ``[L, B, S, KV, hd]``."""
+Cache = dict[str, Any]
+"""A KV cache: ``{"k", "v"}`` of ``[L, B, S, KV, hd]``, or for a list of blocks, lists of
+per-block ``[B, S, KV_l, hd]``."""
 DType = Any
 """A JAX dtype such as ``jnp.float32`` or ``jnp.bfloat16``."""
 
@@ -224,8 +230,44 @@ def head(
 
 
 def n_layers(params: Params) -> int:
-    """The number of blocks in ``params`` (the length of the stacks)."""
-    return params["layers"]["attn_norm"].shape[0]
+    """The number of blocks in ``params`` (the length of the stacks or of the list)."""
+    layers = params["layers"]
+    return len(layers) if isinstance(layers, (list, tuple)) else layers["attn_norm"].shape[0]
+
+
+def _run_blocks(
+    params: Params,
+    x: jax.Array,
+    config: LlamaConfig,
+    positions: jax.Array,
+    dtype: DType,
+    cache: Cache | None = None,
+) -> tuple[jax.Array, Cache | None]:
+    """Every block of ``params`` in order (a scan over stacks, a loop over a list)."""
+    layers = params["layers"]
+    if isinstance(layers, (list, tuple)):
+        keys, values = [], []
+        for i, layer in enumerate(layers):
+            kv = None if cache is None else (cache["k"][i], cache["v"][i])
+            x, _, kv = _layer(layer, x, config, positions, dtype, kv)
+            if kv is not None:
+                keys.append(kv[0])
+                values.append(kv[1])
+        return x, None if cache is None else {"k": keys, "v": values}
+    if cache is None:
+
+        def body(x: jax.Array, layer: Layer) -> tuple[jax.Array, None]:
+            return _layer(layer, x, config, positions, dtype)[0], None
+
+        return lax.scan(body, x, layers)[0], None
+
+    def cached_body(x: jax.Array, inputs: tuple) -> tuple[jax.Array, tuple]:
+        layer, k, v = inputs
+        x, _, kv = _layer(layer, x, config, positions, dtype, (k, v))
+        return x, kv
+
+    x, (k, v) = lax.scan(cached_body, x, (layers, cache["k"], cache["v"]))
+    return x, {"k": k, "v": v}
 
 
 @partial(jax.jit, static_argnames=("config", "dtype"))
@@ -233,13 +275,7 @@ def forward(
     params: Params, tokens: jax.Array, config: LlamaConfig, dtype: DType = jnp.float32
 ) -> jax.Array:
     """Causal LM logits ``float32[B, T, V]`` of ``int32[B, T]`` tokens at positions 0..T-1."""
-    x = embed(params, tokens)
-    positions = jnp.arange(tokens.shape[1])
-
-    def body(x: jax.Array, layer: Layer) -> tuple[jax.Array, None]:
-        return block(layer, x, config, positions, dtype), None
-
-    x, _ = lax.scan(body, x, params["layers"])
+    x, _ = _run_blocks(params, embed(params, tokens), config, jnp.arange(tokens.shape[1]), dtype)
     return head(params, x, config, dtype)
 
 
@@ -251,6 +287,21 @@ def init_cache(
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
 
+def cache_for(
+    params: Params, config: LlamaConfig, batch: int, max_len: int, dtype: DType = jnp.float32
+) -> Cache:
+    """An empty KV cache shaped for ``params``: :func:`init_cache` for stacked blocks, and for
+    a list of blocks one ``[batch, max_len, KV_l, hd]`` pair per block (``KV_l`` read from
+    the block's ``wk``)."""
+    layers = params["layers"]
+    if not isinstance(layers, (list, tuple)):
+        return init_cache(config, n_layers(params), batch, max_len, dtype)
+    shapes = [
+        (batch, max_len, ly["wk"].shape[-1] // config.head_dim, config.head_dim) for ly in layers
+    ]
+    return {"k": [jnp.zeros(s, dtype) for s in shapes], "v": [jnp.zeros(s, dtype) for s in shapes]}
+
+
 def _cached(
     params: Params,
     cache: Cache,
@@ -260,16 +311,9 @@ def _cached(
     dtype: DType,
     last_only: bool = False,
 ) -> tuple[jax.Array, Cache]:
-    x = embed(params, tokens)
     positions = start + jnp.arange(tokens.shape[1])
-
-    def body(x: jax.Array, inputs: tuple) -> tuple[jax.Array, tuple]:
-        layer, k, v = inputs
-        x, _, (k, v) = _layer(layer, x, config, positions, dtype, (k, v))
-        return x, (k, v)
-
-    x, (k, v) = lax.scan(body, x, (params["layers"], cache["k"], cache["v"]))
-    return head(params, x[:, -1:] if last_only else x, config, dtype), {"k": k, "v": v}
+    x, cache = _run_blocks(params, embed(params, tokens), config, positions, dtype, cache)
+    return head(params, x[:, -1:] if last_only else x, config, dtype), cache
 
 
 @partial(jax.jit, static_argnames=("config", "dtype"))
@@ -329,7 +373,7 @@ def generate(
     check_positive(steps=steps)
     if t0 + steps > config.max_context:
         raise NasjaxError(f"prompt + steps = {t0 + steps} exceeds max_context {config.max_context}")
-    cache = init_cache(config, n_layers(params), batch, t0 + steps, dtype)
+    cache = cache_for(params, config, batch, t0 + steps, dtype)
     logits, cache = _cached(params, cache, prompt, 0, config, dtype, last_only=True)
     first = logits[:, -1]
 
