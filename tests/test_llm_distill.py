@@ -223,3 +223,5 @@ def test_bad_models_are_one_line(data):
     too_long = dataclasses.replace(SETTINGS, seq_len=64, tokens=6 * 2 * 64)
     with pytest.raises(NasjaxError, match="seq_len 64 exceeds the model's max_context 32"):
         distill(teacher, teacher, too_long, CONFIG, stream, valid, quiet=True)
+    with pytest.raises(NasjaxError, match="stop_at must be an integer >= 1, got 0"):
+        distill(teacher, teacher, SETTINGS, CONFIG, stream, valid, quiet=True, stop_at=0)

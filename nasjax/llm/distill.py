@@ -298,6 +298,8 @@ def distill(
       nasjax.errors.Interrupted: on Ctrl-C, naming the step to resume from.
     """
     _check_models(teacher, student, config, llama_config)
+    if stop_at is not None:
+        check_positive(stop_at=stop_at)
     stream = np.asarray(train_tokens).astype(np.int32).reshape(-1)
     batch_windows(stream, config.seq_len, config.batch, 0, config.seed)  # enough tokens?
     steps = config.steps if stop_at is None else min(config.steps, stop_at)
