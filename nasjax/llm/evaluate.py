@@ -103,12 +103,20 @@ def decode_latency_ms(
     prompt: np.ndarray,
     steps: int = 16,
     dtype: jnp.dtype = jnp.float32,
+    repeats: int = 1,
 ) -> float:
     """Milliseconds per generated token of greedy KV-cache decoding (batch of ``prompt``'s
-    rows; prefill included, compile excluded): the latency a user of the model sees."""
-    check_positive(steps=steps)
+    rows; prefill included, compile excluded): the latency a user of the model sees.
+
+    ``repeats`` timed calls after one untimed call; their median is returned (robust to a
+    call slowed down by other work on a shared machine).
+    """
+    check_positive(steps=steps, repeats=repeats)
     run = generate.lower(params, prompt, steps=steps, config=config, dtype=dtype).compile()
     jax.block_until_ready(run(params, prompt))  # first call: buffers, caches
-    start = time.perf_counter()
-    jax.block_until_ready(run(params, prompt))
-    return 1000.0 * (time.perf_counter() - start) / steps
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run(params, prompt))
+        seconds.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(seconds)) / steps
