@@ -50,7 +50,7 @@ def _tokens(shape, seed):
 def model():
     params = init_params(jax.random.key(0), CONFIG)
     calibration = _tokens((4, 16), seed=1)
-    return params, elastic.importance(params, CONFIG, calibration, batch_size=2), calibration
+    return params, elastic.importance(params, CONFIG, calibration), calibration
 
 
 # ----------------------------------------------------------------- the genotype layout
@@ -109,7 +109,7 @@ def test_importance_is_minitrons_activation_norms(model):
     heads = np.linalg.norm(np.asarray(taps["attn_out"]).reshape(4, 16, 6, 8), axis=-1)
     np.testing.assert_allclose(imp.heads[1], np.linalg.norm(heads.mean(1), axis=0), rtol=1e-4)
     np.testing.assert_allclose(
-        imp.block_influence, block_influence(params, CONFIG, calibration, 2), rtol=1e-6
+        imp.block_influence, block_influence(params, CONFIG, calibration, 4), rtol=1e-6
     )
 
 

@@ -18,9 +18,17 @@ import pytest
 
 from nasjax.cli import main
 from nasjax.errors import CapabilityError, NasjaxError
+from nasjax.llm.llama import LlamaConfig, forward
 from nasjax.nets.relaxed import ArchWeights
 from nasjax.objectives import init_abstract
-from nasjax.spaces import CAPABILITIES, SPACES, SpaceContract, make_space, supports
+from nasjax.spaces import (
+    CAPABILITIES,
+    SPACES,
+    LlamaElasticSpace,
+    SpaceContract,
+    make_space,
+    supports,
+)
 from nasjax.tasks import get_task
 
 NAMES = [*SPACES, "compress:nb201"]
@@ -31,6 +39,15 @@ EXPECTED = {  # what each space really has (a change here is a change of the con
     "darts": {"decode", "relaxed", "costs", "measure"},
     "transformer": {"decode", "functional", "costs", "measure"},
     "compress:nb201": {"decode", "functional", "costs", "measure"},
+    "llm": {"decode", "costs"},
+}
+NETWORK = {  # network checks on a tiny random-weight model (the registered one is SmolLM2)
+    "llm": LlamaElasticSpace(
+        random_config=LlamaConfig(61, 32, 2, n_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=32),
+        step=16,
+        calibration=2,
+        calibration_length=8,
+    ),
 }
 
 
@@ -107,7 +124,11 @@ def test_unknown_size_key_is_one_line(space):
 # ----------------------------------------------------------------- network capabilities
 def _check_decode(space, g, dataset, size):
     net = space.decode(g, dataset, **size)
-    if space.data_kind == "text":
+    if isinstance(net, dict):  # the llm space: the sliced params of nasjax.llm.llama
+        tokens = jnp.zeros((1, size["context"]), jnp.int32)
+        out = jax.eval_shape(lambda p: forward(p, tokens, space.config), net)
+        assert out.shape == (1, size["context"], space.config.vocab_size)
+    elif space.data_kind == "text":
         tokens = jnp.zeros((1, size["context"]), jnp.int32)
         out = jax.eval_shape(lambda: net.apply(net.init(jax.random.key(0), tokens), tokens))
         assert out.shape == (1, size["context"], 256)
@@ -167,6 +188,7 @@ MEASURED = ("measure", "latency_table")  # these time programs on the device: sl
 
 @pytest.mark.parametrize("capability", list(CHECKS))
 def test_capability(space, capability):
+    space = NETWORK.get(space.name, space)
     g, dataset, size = _genotypes(space, 1)[0], DATASET[space.data_kind], _tiny(space)
     if supports(space, capability):
         CHECKS[capability](space, g, dataset, size)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -259,8 +260,8 @@ def importance(
     heads, ffn, norms = (np.sqrt(np.asarray(s, np.float64)) for s in sums)
     groups = heads.reshape(len(heads), config.n_kv_heads, -1).sum(-1)
     channels = norms.sum(0)
-    divisor = batch_size if len(calibration) % batch_size == 0 else 1
-    influence = block_influence(params, config, calibration, batch_size=divisor)
+    divides = math.gcd(len(calibration), batch_size)  # equal batches: an exact token mean
+    influence = block_influence(params, config, calibration, batch_size=divides)
     return Importance(
         heads, groups, ffn, channels, np.asarray(influence),
         _order(groups), _order(ffn), _order(channels),

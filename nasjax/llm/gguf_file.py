@@ -271,6 +271,38 @@ def _params(
     return params
 
 
+def read_config(path: str | Path | None = None) -> LlamaConfig:
+    """The :class:`LlamaConfig` of a GGUF file from its header alone (no weights are read).
+
+    Raises:
+      NasjaxError: one line, as :func:`load_llama` for the same file.
+    """
+    path = default_model_path() if path is None else Path(path)
+    if not path.is_file():
+        raise NasjaxError(f"model file not found: {path}")
+    with open(path, "rb") as handle:
+        try:
+            buffer = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            raise NasjaxError(f"not a GGUF file (empty): {path}") from None
+    with buffer:
+        if bytes(buffer[:4]) != b"GGUF":
+            raise NasjaxError(f"not a GGUF file (no GGUF magic number): {path}")
+        try:
+            meta = _read_header(buffer)[0]
+        except EOFError:
+            raise NasjaxError(f"truncated or corrupted GGUF (header cut short): {path}") from None
+        except (ValueError, UnicodeDecodeError, OverflowError, MemoryError) as error:
+            raise NasjaxError(f"corrupted GGUF file ({error}): {path}") from None
+    arch = meta.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        valid = ", ".join(ARCHITECTURES)
+        raise NasjaxError(
+            f"GGUF architecture {arch!r} is not LLaMA-family; valid choices: {valid} ({path})"
+        )
+    return _config(meta)
+
+
 def load_llama(path: str | Path | None = None, dtype: DTypeLike = np.float32) -> LlamaCheckpoint:
     """Loads a LLaMA-family GGUF file: config, dequantized params, tokenizer.
 

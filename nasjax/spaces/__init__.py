@@ -6,6 +6,7 @@ from nasjax.errors import check_choice
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.contract import CAPABILITIES, SpaceContract, require, supports
 from nasjax.spaces.darts import DartsSpace
+from nasjax.spaces.llm import LlamaElasticSpace
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.transformer import TransformerSpace
 
@@ -13,6 +14,7 @@ SPACES: dict[str, type[SearchSpace]] = {
     "nb201": NB201Space,
     "darts": DartsSpace,
     "transformer": TransformerSpace,
+    "llm": LlamaElasticSpace,
 }
 
 
@@ -36,6 +38,7 @@ __all__ = [
     "CAPABILITIES",
     "SPACES",
     "DartsSpace",
+    "LlamaElasticSpace",
     "NB201Space",
     "SearchSpace",
     "SpaceContract",
