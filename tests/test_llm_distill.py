@@ -132,6 +132,19 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(data, tmp_path, monkeypatch):
     _same_arrays(resumed.params, straight.params)
 
 
+def test_micro_batches_sum_to_the_whole_batch(data):
+    teacher, stream, valid = data
+    student = drop_layers(teacher, [1])
+    whole = dataclasses.replace(SETTINGS, micro_batch=2)
+    a = distill(teacher, student, SETTINGS, CONFIG, stream, valid, quiet=True, stop_at=1)
+    b = distill(teacher, student, whole, CONFIG, stream, valid, quiet=True, stop_at=1)
+    assert a.log[0]["loss"] == pytest.approx(b.log[0]["loss"], rel=1e-5)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    assert not np.array_equal(np.asarray(a.params["embed"]), np.asarray(teacher["embed"]))
+    assert np.isfinite(np.asarray(teacher["embed"])).all()  # not donated away
+
+
 def test_list_of_blocks_student(data):
     teacher, stream, valid = data
     narrow = {k: v for k, v in layer(teacher, 0).items()}
@@ -205,6 +218,7 @@ def test_schedule_warms_up_then_decays_to_final_lr():
         ("warmup", 0.7, r"warmup must be in \[0, 0.5\], got 0.7"),
         ("clip", -1.0, "clip must be >= 0"),
         ("eval_every", -1, "eval_every must be an integer >= 0, got -1"),
+        ("micro_batch", 3, "micro_batch 3 must divide batch 4; valid: 1, 2, 4"),
         ("dtype", "float16", "unknown dtype 'float16'; valid choices: float32, bfloat16"),
     ],
 )
