@@ -270,6 +270,25 @@ def _check_models(teacher: Params, student: Params, config: DistillConfig, llama
         )
 
 
+def _fingerprint(
+    config: DistillConfig,
+    student: Params,
+    stream: np.ndarray,
+    valid: Windows,
+    run_config: dict | None,
+) -> dict:
+    """Every setting that changes the run's results, compared on resume."""
+    shapes = [d for x in jax.tree.leaves(student) for d in (*x.shape, -1)]
+    return {
+        **dataclasses.asdict(config),
+        "student_params": count_params(student),
+        "student_shapes": _digest(np.asarray(shapes)),
+        "train_tokens": _digest(stream),
+        "valid_tokens": _digest(np.asarray(valid.tokens)),
+        **(run_config or {}),
+    }
+
+
 def _validation_ppl(params: Params, llama: LlamaConfig, valid: Windows, dtype: str) -> float:
     batch = min(4, len(valid.tokens))
     return evaluate(params, llama, valid, batch_size=batch, dtype=DTYPES[dtype]).ppl
@@ -320,16 +339,7 @@ def distill(
     stream = np.asarray(train_tokens).astype(np.int32).reshape(-1)
     batch_windows(stream, config.seq_len, config.batch, 0, config.seed)  # enough tokens?
     steps = config.steps if stop_at is None else min(config.steps, stop_at)
-    fingerprint = {
-        **dataclasses.asdict(config),
-        "student_params": count_params(student),
-        "student_shapes": _digest(
-            np.asarray([d for x in jax.tree.leaves(student) for d in (*x.shape, -1)])
-        ),
-        "train_tokens": _digest(stream),
-        "valid_tokens": _digest(np.asarray(valid.tokens)),
-        **(run_config or {}),
-    }
+    fingerprint = _fingerprint(config, student, stream, valid, run_config)
     opt, step_fn = _shared_program(config, llama_config)
     student = jax.tree.map(jnp.array, student)  # a copy: the step donates its buffers
     state = {"params": student, "opt_state": opt.init(student)}
