@@ -6,6 +6,10 @@ masked and sliced perplexities agree at ~75 % of the parameters."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -198,6 +202,33 @@ def test_population_in_one_call_equals_one_by_one(model):
     sharded = elastic.score_population(params, CHOICES, imp, GENOTYPES[1:3], windows, shards=1)
     assert sharded.kl is None
     np.testing.assert_allclose(sharded.nll, scores.nll[1:3], rtol=1e-6)
+
+
+SHARDED = """
+import json, jax, numpy as np
+from nasjax.llm import elastic, llama
+config = llama.LlamaConfig(61, 48, 3, n_heads=6, n_kv_heads=3, head_dim=8, ffn_dim=64)
+choices = elastic.ElasticChoices(config, step=16)
+params = llama.init_params(jax.random.key(0), config)
+perm = lambda k, shape: np.argsort(jax.random.uniform(jax.random.key(k), shape), -1)
+imp = elastic.Importance(*[None] * 5, perm(1, (3, 3)), perm(2, (3, 64)), perm(3, (48,)))
+g = elastic.random_genotypes(jax.random.key(4), 3, choices)
+windows = np.asarray(jax.random.randint(jax.random.key(5), (2, 9), 0, 61))
+teacher = llama.forward(params, windows[:, :-1], config)
+runs = [elastic.score_population(params, choices, imp, g, windows, teacher, shards=s)
+        for s in (None, 1)]  # None: both devices, P = 3 padded to 4
+print(json.dumps([len(jax.devices())] + [r.nll.tolist() + r.kl.tolist() for r in runs]))
+"""
+
+
+def test_population_split_over_two_devices():
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+    env = {**os.environ, "XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"}
+    run = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    devices, two, one = json.loads(run.stdout.strip().splitlines()[-1])
+    assert devices == 2 and len(two) == 6
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
 
 
 def test_population_bad_input_is_one_line(model):

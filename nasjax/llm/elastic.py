@@ -284,17 +284,19 @@ def slice_params(
     residual channels (embedding columns, norm weights, linear rows and columns), all in
     their original relative order (so query head ``h`` still reads KV head ``h // group``).
     :func:`nasjax.llm.llama.forward` runs the result; its head counts come from the shapes.
+    Cut on the host (numpy), returned as JAX arrays on the default device.
     """
     shape = choices.shape_of(genotype)
     hd, rep = choices.config.head_dim, choices.group_size
+    host = jax.tree.map(np.asarray, params)  # numpy fancy indexing: no compile per shape
     channels = _kept(importance.channel_order, shape.width)
     out = {
-        "embed": params["embed"][:, channels],
-        "final_norm": params["final_norm"][channels],
+        "embed": host["embed"][:, channels],
+        "final_norm": host["final_norm"][channels],
     }
-    if "lm_head" in params:
-        out["lm_head"] = params["lm_head"][channels]
-    stack, blocks = params["layers"], []
+    if "lm_head" in host:
+        out["lm_head"] = host["lm_head"][channels]
+    stack, blocks = host["layers"], []
     for i in shape.kept:
         _, groups, ffn = shape.layers[i]
         kv = _kept(importance.group_order[i], groups)
@@ -302,21 +304,22 @@ def slice_params(
         q_cols = (heads[:, None] * hd + np.arange(hd)).reshape(-1)
         kv_cols = (kv[:, None] * hd + np.arange(hd)).reshape(-1)
         hidden = _kept(importance.ffn_order[i], ffn)
+        cut = lambda name, rows, cols, i=i: stack[name][i][np.ix_(rows, cols)]  # noqa: E731
         blocks.append(
             {
                 "attn_norm": stack["attn_norm"][i][channels],
-                "wq": stack["wq"][i][channels][:, q_cols],
-                "wk": stack["wk"][i][channels][:, kv_cols],
-                "wv": stack["wv"][i][channels][:, kv_cols],
-                "wo": stack["wo"][i][q_cols][:, channels],
+                "wq": cut("wq", channels, q_cols),
+                "wk": cut("wk", channels, kv_cols),
+                "wv": cut("wv", channels, kv_cols),
+                "wo": cut("wo", q_cols, channels),
                 "ffn_norm": stack["ffn_norm"][i][channels],
-                "w_gate": stack["w_gate"][i][channels][:, hidden],
-                "w_up": stack["w_up"][i][channels][:, hidden],
-                "w_down": stack["w_down"][i][hidden][:, channels],
+                "w_gate": cut("w_gate", channels, hidden),
+                "w_up": cut("w_up", channels, hidden),
+                "w_down": cut("w_down", hidden, channels),
             }
         )
     out["layers"] = blocks
-    return out
+    return jax.tree.map(jnp.asarray, out)
 
 
 # ----------------------------------------------------------------- masks
@@ -452,9 +455,15 @@ def _score(
     if mesh is None:
         return local(genotypes, shared)
     sharded = PartitionSpec(POPULATION_AXIS)
-    return jax.shard_map(local, mesh=mesh, in_specs=(sharded, PartitionSpec()), out_specs=sharded)(
-        genotypes, shared
-    )
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(sharded, PartitionSpec()),
+        out_specs=sharded,
+        # lax.cond's identity branch returns the replicated input where the block returns a
+        # per-device value: equal types to XLA, different to shard_map's varying-axes check.
+        check_vma=False,
+    )(genotypes, shared)
 
 
 def _mesh(shards: int | None, size: int) -> Mesh | None:
