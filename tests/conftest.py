@@ -12,9 +12,15 @@ from pathlib import Path
 # and convolutions that dominate run time are unaffected) cut a network test file's CPU
 # time by ~30 % here. Set before JAX starts its backends; subprocesses inherit it, and the
 # entry points' own -O1 (nasjax.devices.use_cpu_cores) yields to it.
+#
+# The host device count is pinned in XLA_FLAGS too (1, JAX's default, unless the caller
+# set one): the flags are part of the persistent cache's key, so the subprocesses the
+# tests start (with this environment) reuse what this process compiled.
 _OPT_LEVEL = "--xla_backend_optimization_level"
-if _OPT_LEVEL not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT_LEVEL}=0".strip()
+_DEVICE_COUNT = "--xla_force_host_platform_device_count"
+for _flag, _default in ((_OPT_LEVEL, 0), (_DEVICE_COUNT, 1)):
+    if _flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}={_default}".strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

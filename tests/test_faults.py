@@ -19,8 +19,9 @@ process) and once as a chain, each process stopped at an exact point by
 The chain must end with the reference's records and result (all but wall-clock times),
 which holds only if every resume continued exactly. The steps that need no fresh process
 (the reference, the last resume, a changed flag and a garbage log line refused in one
-line) run in this process, where the compiled programs are shared; the processes get one
-host device, as this process has, so both compute the same numbers.
+line) run in this process, where the compiled programs are shared; the processes get this
+process's host devices and XLA flags, so both compute the same numbers and the processes
+reuse this process's compiled programs from the persistent cache.
 """
 
 import dataclasses
@@ -94,11 +95,11 @@ def entry(target: str):
 
 
 def launch(loop: Loop, out: Path, fault: str = "none", resume: bool = False):
-    """The loop's entry point in a fresh process (one host device) with ``fault``."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=1"
+    """The loop's entry point in a fresh process with ``fault``: this process's XLA_FLAGS
+    (conftest pins the host device count and -O0), so the same devices compute the same
+    numbers, and the persistent cache serves what this process compiled."""
     env = {
         **os.environ,
-        "XLA_FLAGS": flags.strip(),  # with the suite's -O0 (conftest)
         "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
         "JAX_PLATFORMS": "cpu",
     }
