@@ -21,12 +21,17 @@ The table holds, on a grid of widths x KV groups x FFN sizes:
 * ``block_ms[w, g, f]``: one block of that shape, measured as a model of ``probe_blocks``
   distinct blocks of that shape less the block-free model of the same width, divided by
   ``probe_blocks``: what every call pays besides the blocks cancels. The two programs are
-  timed alternately and the median of the paired differences is kept, so that load from
-  other work on the machine shifts both alike.
+  timed alternately; the median of the paired ratios ``probe / block-free``, less one,
+  times the block-free model's median time, is kept. Other work on a shared machine slows
+  a program by a factor (it takes a share of the cores), which the ratio of two programs
+  timed moments apart cancels where a difference would not.
 
-Measured entries are clipped at zero and made non-decreasing along each axis (a running
-maximum; a wider, more-headed or larger-FFN block is never cheaper), and the raw values are
-kept in ``measured_block_ms``. ``predict(width, blocks) = overhead(width) + sum_b
+On a shared machine single entries are noisy, so the table smooths them (the raw values
+stay in ``measured_block_ms``): at each width, a block's decode time is close to linear in
+its KV groups and FFN size (its weight bytes are), so the entries of a width are replaced
+by their least-squares plane ``a + b * g + c * f`` with slopes ``b, c >= 0``; then clipped at
+zero and made non-decreasing over widths (a running maximum). A wider, more-headed or
+larger-FFN block is thus never predicted cheaper. ``predict(width, blocks) = overhead(width) + sum_b
 block(width, g_b, f_b)``, interpolating linearly in the width and the FFN size between grid
 points (block cost is close to bilinear in them: its weights are ``width x (heads, ffn)``
 matrices read once per token). :func:`check_table` compares predictions with whole measured
@@ -185,12 +190,25 @@ def _seconds(run: Any, params: Params, prompt: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def _monotone(block_ms: np.ndarray) -> np.ndarray:
-    """Clipped at zero, then a running maximum along widths, groups and FFN sizes."""
-    out = np.maximum(block_ms, 0.0)
-    for axis in range(3):
-        out = np.maximum.accumulate(out, axis=axis)
-    return out
+def _plane(g: np.ndarray, f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares ``a + b * g + c * f`` through ``y`` with ``b, c >= 0`` (a negative slope
+    is dropped and the rest refitted), evaluated at the points."""
+    columns = [np.ones_like(y), g, f]
+    for _ in range(3):
+        coef = np.linalg.lstsq(np.stack(columns, axis=-1), y, rcond=None)[0]
+        negative = [i for i in (1, 2) if coef[i] < 0 and columns[i].any()]
+        if not negative:
+            break
+        columns[negative[0]] = np.zeros_like(y)
+    return np.stack(columns, axis=-1) @ coef
+
+
+def _smooth(block_ms: np.ndarray, kv_groups: Sequence[int], ffn: Sequence[int]) -> np.ndarray:
+    """Per width the plane of :func:`_plane` over ``(kv_groups, ffn)``, clipped at zero, then
+    a running maximum over widths: non-decreasing along every axis."""
+    g, f = np.meshgrid(np.asarray(kv_groups, float), np.asarray(ffn, float), indexing="ij")
+    fitted = [_plane(g.ravel(), f.ravel(), row.ravel()).reshape(g.shape) for row in block_ms]
+    return np.maximum.accumulate(np.maximum(np.asarray(fitted), 0.0), axis=0)
 
 
 class LatencyTable(NamedTuple):
@@ -201,7 +219,7 @@ class LatencyTable(NamedTuple):
     kv_groups: tuple[int, ...]
     ffn: tuple[int, ...]
     overhead_ms: np.ndarray  # float64[W]: a block-free model of each width
-    block_ms: np.ndarray  # float64[W, G, F]: one block, monotone (what predict uses)
+    block_ms: np.ndarray  # float64[W, G, F]: one block, smoothed (what predict uses)
     measured_block_ms: np.ndarray  # float64[W, G, F]: as measured, before clipping
     config: dict[str, Any]  # the LlamaConfig's fields
     prompt_len: int
@@ -344,18 +362,19 @@ def build_table(
             for fi, f in enumerate(ffn):
                 probe = _slice(template, config, width, [(g, f)] * probe_blocks)
                 run = _compiled(probe, config, prompt, steps, dtype)
-                diffs = []
+                ratios = []
                 for _ in range(repeats):
                     base_s.append(_seconds(run_base, base, prompt))
-                    diffs.append(_seconds(run, probe, prompt) - base_s[-1])
-                measured[wi, gi, fi] = 1000.0 * np.median(diffs) / steps / probe_blocks
+                    ratios.append(_seconds(run, probe, prompt) / base_s[-1] - 1.0)
+                measured[wi, gi, fi] = np.median(ratios) / probe_blocks
         overhead[wi] = 1000.0 * np.median(base_s) / steps
+        measured[wi] *= overhead[wi]
     return LatencyTable(
         widths=widths,
         kv_groups=kv_groups,
         ffn=ffn,
         overhead_ms=overhead,
-        block_ms=_monotone(measured),
+        block_ms=_smooth(measured, kv_groups, ffn),
         measured_block_ms=measured,
         config=dataclasses.asdict(config),
         prompt_len=prompt_len,
