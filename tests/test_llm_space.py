@@ -127,7 +127,14 @@ def test_cli_search_is_refused_in_one_line(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
-def test_construction_errors():
+def test_construction_errors(tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(NasjaxError, match=r"not a GGUF file \(no GGUF magic number\): .*junk"):
+        LlamaElasticSpace(model=str(junk))
+    junk.write_bytes(b"GGUF\x03\x00\x00\x00\x01")
+    with pytest.raises(NasjaxError, match=r"truncated or corrupted GGUF \(header cut short\)"):
+        LlamaElasticSpace(model=str(junk))
     with pytest.raises(NasjaxError, match="not both"):
         LlamaElasticSpace(model="x.gguf", random_config=TINY)
     with pytest.raises(NasjaxError, match="model file not found: /nonexistent.gguf"):
