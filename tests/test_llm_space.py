@@ -184,3 +184,14 @@ def test_smollm2_space_decodes_a_smaller_model():
     tokens = jnp.asarray(space.supernet().tokenizer.encode("def f(x):\n    return x")[None])
     logits = forward(small, tokens, space.config)
     assert logits.shape == (1, tokens.shape[1], 49152) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_layers_keeps_a_prefix_of_the_blocks():
+    space = _tiny_space(layers=1)
+    assert space.config.n_layers == 1 and space.num_decisions == 4
+    params = space.decode(space.dense_genotype())
+    assert len(params["layers"]) == 1
+    assert space.costs(space.dense_genotype())["params"] == count_params(params)
+    with pytest.raises(NasjaxError) as error:
+        _tiny_space(layers=TINY.n_layers + 1)
+    assert "\n" not in str(error.value) and "layers" in str(error.value)

@@ -116,6 +116,8 @@ class LlamaElasticSpace(SearchSpace):
       tied: whether the LM head is the embedding (SmolLM2's is; checked on loading).
       step: the granularity of widths and FFN sizes (64).
       calibration: calibration sequences of ``calibration_length`` tokens for importance.
+      layers: keep only the model's first ``layers`` blocks (``None``: all); smoke runs
+        and tests search a small prefix of the real model.
     """
 
     num_choices: tuple[int, ...] = dataclasses.field(default=(), init=False)
@@ -125,6 +127,7 @@ class LlamaElasticSpace(SearchSpace):
     step: int = 64
     calibration: int = 8
     calibration_length: int = 256
+    layers: int | None = None
 
     name: ClassVar[str] = "llm"
     instead: ClassVar[dict[str, str]] = {
@@ -146,13 +149,20 @@ class LlamaElasticSpace(SearchSpace):
             raise NasjaxError("give a model file or a random_config, not both")
         if self.model is not None:
             object.__setattr__(self, "model", str(Path(self.model)))
+        if self.layers is not None:
+            full = (self.random_config or _header_config(self.model)).n_layers
+            check_choice("layers", self.layers, range(1, full + 1))
         object.__setattr__(self, "num_choices", self.choices.num_choices)
 
     # ----------------------------------------------------------------- genotypes
     @property
     def config(self) -> LlamaConfig:
-        """The model's shapes (from the GGUF header, or ``random_config``)."""
-        return self.random_config or _header_config(self.model)
+        """The model's shapes (from the GGUF header, or ``random_config``; ``n_layers``
+        is ``layers`` when given)."""
+        config = self.random_config or _header_config(self.model)
+        if self.layers is None:
+            return config
+        return dataclasses.replace(config, n_layers=self.layers)
 
     @property
     def choices(self) -> ElasticChoices:
@@ -268,10 +278,10 @@ def _supernet(space: LlamaElasticSpace) -> LlamaSupernet:
     """Weights, calibration sequences and rankings of ``space`` (one model held at a time)."""
     choices = space.choices
     if space.random_config is not None:
-        config = space.random_config
-        params = init_params(jax.random.key(0), config, tied=space.tied)
+        params = init_params(jax.random.key(0), space.random_config, tied=space.tied)
         shape = (space.calibration, space.calibration_length)
-        calibration = np.asarray(jax.random.randint(jax.random.key(1), shape, 0, config.vocab_size))
+        vocab = space.random_config.vocab_size
+        calibration = np.asarray(jax.random.randint(jax.random.key(1), shape, 0, vocab))
         tokenizer = None
     else:
         checkpoint = load_llama(space.model)
@@ -284,5 +294,7 @@ def _supernet(space: LlamaElasticSpace) -> LlamaSupernet:
         calibration = calibration_windows(
             tokenizer, calibration_corpus(), space.calibration, space.calibration_length
         )
+    if space.layers is not None:
+        params = {**params, "layers": {k: v[: space.layers] for k, v in params["layers"].items()}}
     ranks = elastic.importance(params, choices.config, calibration)
     return LlamaSupernet(choices, params, ranks, calibration, tokenizer)
