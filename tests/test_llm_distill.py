@@ -172,6 +172,9 @@ def test_init_like_follows_init_params(data):
     assert float(jnp.std(fresh["layers"]["w_down"])) == pytest.approx(64**-0.5, rel=0.05)
     assert float(jnp.std(fresh["layers"]["wq"])) == pytest.approx(32**-0.5, rel=0.05)
     assert not np.array_equal(np.asarray(fresh["embed"]), np.asarray(teacher["embed"]))
+    small = init_like(jax.random.key(6), teacher, embed_std=0.02)
+    np.testing.assert_allclose(small["embed"], 0.02 * fresh["embed"], rtol=1e-6)
+    _same_arrays(small["layers"], fresh["layers"])
     logits = forward(fresh, jnp.zeros((2, 16), jnp.int32), CONFIG)  # compiled already
     assert bool(jnp.all(jnp.isfinite(logits)))
 
