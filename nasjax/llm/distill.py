@@ -238,9 +238,8 @@ def init_like(key: jax.Array, params: Params, embed_std: float = 1.0) -> Params:
 
     ``embed_std`` scales the embedding. With a tied head, ``N(0, 1)`` makes the initial
     logits ``N(0, dim)`` (std 24 for SmolLM2): a from-scratch student then starts at a
-    KL of ~130 nats and is still at a perplexity of ~1e28 after 16k distillation tokens (peak lr
-    1e-3);
-    GPT-2's 0.02 starts it near uniform."""
+    KL of ~130 nats and is still at a perplexity of ~1e28 after 16k distillation tokens
+    (peak lr 1e-3); GPT-2's 0.02 starts it near uniform."""
     paths, treedef = jax.tree_util.tree_flatten_with_path(params)
     leaves = []
     for index, (path, leaf) in enumerate(paths):
