@@ -98,6 +98,10 @@ def test_resume_is_exact_and_refuses_changed_settings(data, tmp_path):
         changed = dataclasses.replace(settings, lr=1e-3)
         distill(teacher, student, changed, CONFIG, stream, valid, tmp_path / "b", resume=True)
     _one_line(error)
+    other = drop_layers(teacher, [1])  # same shapes, other weights: another run
+    with pytest.raises(NasjaxError, match="--student-weights") as error:
+        distill(teacher, other, settings, CONFIG, stream, valid, tmp_path / "b", resume=True)
+    _one_line(error)
     with pytest.raises(NasjaxError, match="already holds a run") as error:
         distill(teacher, student, settings, CONFIG, stream, valid, tmp_path / "b", quiet=True)
     _one_line(error)

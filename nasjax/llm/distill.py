@@ -261,8 +261,14 @@ def init_like(key: jax.Array, params: Params, embed_std: float = 1.0) -> Params:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+def _digest(tree: Any) -> str:
+    """16 hex digits of SHA-256 over a pytree's leaves (shapes, dtypes and bytes)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _check_models(teacher: Params, student: Params, config: DistillConfig, llama: LlamaConfig):
@@ -277,19 +283,22 @@ def _check_models(teacher: Params, student: Params, config: DistillConfig, llama
 
 def _fingerprint(
     config: DistillConfig,
+    teacher: Params,
     student: Params,
     stream: np.ndarray,
     valid: Windows,
     run_config: dict | None,
 ) -> dict:
-    """Every setting that changes the run's results, compared on resume."""
-    shapes = [d for x in jax.tree.leaves(student) for d in (*x.shape, -1)]
+    """Every setting that changes the run's results, compared on resume: the config, and
+    digests of both models' weights (a student of the same shapes but other weights, e.g.
+    another genotype or :func:`init_like`, is another run) and of the data."""
     return {
         **dataclasses.asdict(config),
         "student_params": count_params(student),
-        "student_shapes": _digest(np.asarray(shapes)),
+        "student_weights": _digest(student),
+        "teacher_weights": _digest(teacher),
         "train_tokens": _digest(stream),
-        "valid_tokens": _digest(np.asarray(valid.tokens)),
+        "valid_tokens": _digest(valid.tokens),
         **(run_config or {}),
     }
 
@@ -344,7 +353,7 @@ def distill(
     stream = np.asarray(train_tokens).astype(np.int32).reshape(-1)
     batch_windows(stream, config.seq_len, config.batch, 0, config.seed)  # enough tokens?
     steps = config.steps if stop_at is None else min(config.steps, stop_at)
-    fingerprint = _fingerprint(config, student, stream, valid, run_config)
+    fingerprint = _fingerprint(config, teacher, student, stream, valid, run_config)
     opt, step_fn = _shared_program(config, llama_config)
     student = jax.tree.map(jnp.array, student)  # a copy: the step donates its buffers
     state = {"params": student, "opt_state": opt.init(student)}
