@@ -110,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="fraction of the dense predicted decode latency (the constrained search's bound)",
     )
     p.add_argument("--population", type=at_least(2), default=16, help="candidates per generation")
-    p.add_argument("--generations", type=positive_int, default=6, help="generations per search")
+    p.add_argument("--generations", type=positive_int, default=8, help="generations per search")
     p.add_argument("--calibration", type=positive_int, default=8, help="importance sequences")
     p.add_argument("--calibration-length", type=at_least(2), default=256)
     p.add_argument("--search-windows", type=positive_int, default=2, help="fitness windows")
@@ -306,8 +306,11 @@ def run_search(s: Setting, kind: str, table: latency.LatencyTable, bounds: np.nd
             cost = np.stack([c["params"], c["latency_ms"]], axis=1)
             told = constrained_fitness(jnp.asarray(-kl), jnp.asarray(cost), jnp.asarray(bounds))
         else:
-            cost = c["params"] if kind == "nsga2_params" else c["latency_ms"]
-            told = np.stack([-kl, -cost / cost.max()], axis=1)
+            # costs as fractions of the dense model's (bounds[k] / target_k): one scale for
+            # every generation, as NSGA-II compares parents with offspring
+            k = 0 if kind == "nsga2_params" else 1
+            dense = bounds[k] / (s.args.target_params, s.args.target_latency)[k]
+            told = np.stack([-kl, -np.stack([c["params"], c["latency_ms"]])[k] / dense], axis=1)
         return np.asarray(told, np.float32), kl
 
     genotypes = _seeds(s, pop)
