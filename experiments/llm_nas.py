@@ -381,7 +381,9 @@ def stage_distill(s: Setting, name: str, genotype: np.ndarray, out: Path) -> dic
     )
     student = s.supernet.slice(genotype)
     if name == "scratch":
-        student = init_like(jax.random.fold_in(s.key, 5), student)
+        # GPT-2's embedding scale (0.02): with N(0, 1) and the tied head, the first logits
+        # have a std of ~24 and the model barely trains (ppl 1e28 after 16k tokens)
+        student = init_like(jax.random.fold_in(s.key, 5), student, embed_std=0.02)
     folder = out / "distill" / name
     resume = (folder / "run_config.json").exists()  # an interrupted distillation continues
     result = distill(
