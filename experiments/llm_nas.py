@@ -110,11 +110,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="fraction of the dense predicted decode latency (the constrained search's bound)",
     )
     p.add_argument("--population", type=at_least(2), default=16, help="candidates per generation")
-    p.add_argument("--generations", type=positive_int, default=8, help="generations per search")
+    p.add_argument("--generations", type=positive_int, default=12, help="generations per search")
     p.add_argument("--calibration", type=positive_int, default=8, help="importance sequences")
     p.add_argument("--calibration-length", type=at_least(2), default=256)
     p.add_argument("--search-windows", type=positive_int, default=2, help="fitness windows")
-    p.add_argument("--search-length", type=at_least(2), default=128, help="tokens per window")
+    p.add_argument("--search-length", type=at_least(2), default=256, help="tokens per window")
     p.add_argument("--eval-windows", type=positive_int, default=4, help="validation windows")
     p.add_argument("--eval-length", type=at_least(2), default=512)
     p.add_argument("--latency-checks", type=at_least(2), default=12, help="sub-networks timed")
@@ -202,10 +202,14 @@ class Setting:
 # ----------------------------------------------------------------------------- stages
 def stage_dense(s: Setting) -> dict:
     params = s.params
+    # decoding is timed on the dense model cut like every candidate (a list of blocks, run
+    # one after another): the stacked model's lax.scan decodes at another speed
+    as_candidates = s.supernet.slice(s.choices.dense_genotype())
     return {
         "ppl": s.valid_ppl(params),
         "params": s.dense_params,
-        "tokens_per_s": s.decode_tokens_per_s(params),
+        "tokens_per_s": s.decode_tokens_per_s(as_candidates),
+        "tokens_per_s_stacked": s.decode_tokens_per_s(params),
         "genotype": s.space.to_string(s.choices.dense_genotype()),
     }
 
@@ -266,12 +270,14 @@ def stage_population_eval(s: Setting) -> dict:
     }
 
 
-def _seeds(s: Setting, count: int) -> np.ndarray:
-    """A first generation: the two baselines at the target, then random genotypes at
-    sizes spread from half the dense parameters to the target."""
+def _seeds(s: Setting, count: int, warm: list[np.ndarray] = ()) -> np.ndarray:
+    """A first generation: the two baselines at the target, the ``warm`` genotypes (the
+    best feasible ones found by earlier searches), then random genotypes at sizes spread
+    from half the dense parameters to the target."""
     rows = [
         elastic.uniform_genotype(s.choices, s.target),
         elastic.depth_genotype(s.choices, s.supernet.importance, s.target),
+        *warm,
     ]
     key = jax.random.fold_in(s.key, 4)
     for i, frac in enumerate(np.linspace(0.5, 1.0, max(count - len(rows), 0))):
@@ -286,8 +292,15 @@ def _costs(s: Setting, genotypes: np.ndarray, table: latency.LatencyTable) -> di
     return {"params": np.asarray(params, np.float64), "latency_ms": predicted}
 
 
-def run_search(s: Setting, kind: str, table: latency.LatencyTable, bounds: np.ndarray) -> dict:
-    """One search over the space: ``kind`` in :data:`SEARCHES` (module docstring)."""
+def run_search(
+    s: Setting,
+    kind: str,
+    table: latency.LatencyTable,
+    bounds: np.ndarray,
+    warm: list[np.ndarray] = (),
+) -> dict:
+    """One search over the space: ``kind`` in :data:`SEARCHES` (module docstring), its
+    first generation :func:`_seeds` with ``warm``."""
     args, space = s.args, s.space
     pop = args.population
     if kind == "constrained":
@@ -313,7 +326,7 @@ def run_search(s: Setting, kind: str, table: latency.LatencyTable, bounds: np.nd
             told = np.stack([-kl, -np.stack([c["params"], c["latency_ms"]])[k] / dense], axis=1)
         return np.asarray(told, np.float32), kl
 
-    genotypes = _seeds(s, pop)
+    genotypes = _seeds(s, pop, warm)
     for generation in tqdm(range(args.generations + 1), desc=kind, leave=False):
         if generation:
             key, ask_key = jax.random.split(key)
@@ -328,9 +341,26 @@ def run_search(s: Setting, kind: str, table: latency.LatencyTable, bounds: np.nd
     return {"kind": kind, "history": history}
 
 
+def _best_feasible(
+    s: Setting, searches: dict, table: latency.LatencyTable, bounds: np.ndarray, count: int
+) -> list[np.ndarray]:
+    """The ``count`` lowest-KL genotypes within ``bounds`` among ``searches``' records."""
+    seen = {tuple(r["genotype"]): r["kl"] for run in searches.values() for r in run["history"]}
+    if not seen:
+        return []
+    genotypes = np.asarray(list(seen), np.int32)
+    c = _costs(s, genotypes, table)
+    ok = (c["params"] <= bounds[0]) & (c["latency_ms"] <= bounds[1])
+    kl = np.where(ok, np.asarray(list(seen.values())), np.inf)
+    return [genotypes[i] for i in np.argsort(kl, kind="stable")[:count] if ok[i]]
+
+
 def stage_search(s: Setting, table: latency.LatencyTable, dense_latency: float) -> dict:
     bounds = np.asarray([s.target, s.args.target_latency * dense_latency])
-    searches = {kind: run_search(s, kind, table, bounds) for kind in SEARCHES}
+    searches = {}
+    for kind in SEARCHES:  # the constrained search starts from the fronts' feasible best
+        warm = _best_feasible(s, searches, table, bounds, s.args.population // 2)
+        searches[kind] = run_search(s, kind, table, bounds, warm if kind == "constrained" else [])
     every = {tuple(r["genotype"]): r["kl"] for run in searches.values() for r in run["history"]}
     genotypes = np.asarray(list(every), np.int32)
     kl = np.asarray(list(every.values()))
@@ -499,7 +529,7 @@ def assemble(s: Setting, records: dict, table: latency.LatencyTable) -> dict:
         }
     random_ppl = np.exp(np.asarray(pop["nll"]))
     return {
-        "dense": {k: dense[k] for k in ("ppl", "params", "tokens_per_s")},
+        "dense": {k: dense[k] for k in ("ppl", "params", "tokens_per_s", "tokens_per_s_stacked")},
         "candidates": candidates,
         "random": {
             "P": pop["P"],

@@ -76,3 +76,11 @@ def pytest_configure(config):
     command run in the background, ``cmd &``, inherits SIGINT ignored, and Python then
     installs no handler). The subprocesses the tests start get the default back at exec."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow (end-to-end) tests run first, each file's tests kept together (so
+    module fixtures are built once): two workers then start on the long tests and the
+    suite ends on short ones, instead of one worker finishing a long test alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

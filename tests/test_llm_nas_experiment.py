@@ -36,7 +36,7 @@ def test_smoke_run_writes_the_issue_layout_and_resumes(llm_checkpoint, tmp_path)
     out = tmp_path / "run"
     results = script.run(script.parse_args(["--smoke", "--out", str(out)]))
     saved = json.loads((out / "results.json").read_text())
-    assert set(saved["dense"]) == {"ppl", "params", "tokens_per_s"}
+    assert set(saved["dense"]) >= {"ppl", "params", "tokens_per_s"}
     assert set(saved["candidates"]) == set(script.CANDIDATES)
     for name, c in saved["candidates"].items():
         assert {"genotype", "params", "ppl_zero_shot", "ppl_distilled", "tokens_per_s"} <= set(c)
