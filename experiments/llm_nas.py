@@ -25,7 +25,8 @@ cut from activation-importance rankings (:mod:`nasjax.llm.elastic`). The run:
 6. every candidate's validation perplexity (zero-shot and distilled) and measured decode
    tokens/s.
 
-Command (about 35 minutes on a 2-core CPU; ``--distill-tokens`` sets most of it)::
+Command (24 minutes on the idle 2-core CPU; ``--distill-tokens`` and ``--generations``
+set most of it)::
 
     python experiments/llm_nas.py --target-params 0.75 --out runs/llm_nas
 
@@ -36,7 +37,7 @@ the evaluated candidates and the baselines) and ``OUT/distillation.png`` (valida
 perplexity against distillation tokens), with ``OUT/stages.jsonl`` streaming one record per
 finished stage and ``OUT/distill/<name>/`` each distillation's checkpoints. ``--resume``
 continues after the last finished stage (and inside a distillation, from its checkpoint).
-``--smoke`` keeps the first 2 blocks and tiny budgets (tests, about two minutes).
+``--smoke`` keeps the first 2 blocks and tiny budgets (tests, about a minute).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ from nasjax.strategies.nsga2 import nsga2
 STAGES = ("dense", "latency_table", "population_eval", "search", "distill", "measure")
 CANDIDATES = ("searched", "uniform_width", "depth_only", "scratch")
 SEARCHES = ("nsga2_params", "nsga2_latency", "constrained")
+FITNESS = {
+    "kl": "KL(dense teacher || candidate) per token on calibration-text windows",
+    "nll": "next-token NLL (log perplexity) per token on calibration-text windows",
+}
 SMOKE = {
     "keep_layers": 2,  # replaces 0 (all) below
     "calibration": 2,
@@ -108,6 +113,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=fraction,
         default=0.8,
         help="fraction of the dense predicted decode latency (the constrained search's bound)",
+    )
+    p.add_argument(
+        "--fitness", choices=tuple(FITNESS), default="kl", help="what the searches minimise"
     )
     p.add_argument("--population", type=at_least(2), default=16, help="candidates per generation")
     p.add_argument("--generations", type=positive_int, default=12, help="generations per search")
@@ -313,18 +321,19 @@ def run_search(
     history = []
 
     def objectives(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        kl, _ = s.fitness(g)
+        kl, nll = s.fitness(g)
+        loss = kl if args.fitness == "kl" else nll
         c = _costs(s, g, table)
         if kind == "constrained":
             cost = np.stack([c["params"], c["latency_ms"]], axis=1)
-            told = constrained_fitness(jnp.asarray(-kl), jnp.asarray(cost), jnp.asarray(bounds))
+            told = constrained_fitness(jnp.asarray(-loss), jnp.asarray(cost), jnp.asarray(bounds))
         else:
             # costs as fractions of the dense model's (bounds[k] / target_k): one scale for
             # every generation, as NSGA-II compares parents with offspring
             k = 0 if kind == "nsga2_params" else 1
             dense = bounds[k] / (s.args.target_params, s.args.target_latency)[k]
-            told = np.stack([-kl, -np.stack([c["params"], c["latency_ms"]])[k] / dense], axis=1)
-        return np.asarray(told, np.float32), kl
+            told = np.stack([-loss, -np.stack([c["params"], c["latency_ms"]])[k] / dense], axis=1)
+        return np.asarray(told, np.float32), loss
 
     genotypes = _seeds(s, pop, warm)
     for generation in tqdm(range(args.generations + 1), desc=kind, leave=False):
@@ -332,11 +341,11 @@ def run_search(
             key, ask_key = jax.random.split(key)
             genotypes, state = strategy.ask(ask_key, state)
             genotypes = np.asarray(genotypes)
-        told, kl = objectives(genotypes)
+        told, loss = objectives(genotypes)
         state, _ = tell(state, jnp.asarray(genotypes), jnp.asarray(told))
         history += [
-            {"generation": generation, "genotype": g.tolist(), "kl": float(k)}
-            for g, k in zip(genotypes, kl)
+            {"generation": generation, "genotype": g.tolist(), "loss": float(k)}
+            for g, k in zip(genotypes, loss)
         ]
     return {"kind": kind, "history": history}
 
@@ -345,14 +354,14 @@ def _best_feasible(
     s: Setting, searches: dict, table: latency.LatencyTable, bounds: np.ndarray, count: int
 ) -> list[np.ndarray]:
     """The ``count`` lowest-KL genotypes within ``bounds`` among ``searches``' records."""
-    seen = {tuple(r["genotype"]): r["kl"] for run in searches.values() for r in run["history"]}
+    seen = {tuple(r["genotype"]): r["loss"] for run in searches.values() for r in run["history"]}
     if not seen:
         return []
     genotypes = np.asarray(list(seen), np.int32)
     c = _costs(s, genotypes, table)
     ok = (c["params"] <= bounds[0]) & (c["latency_ms"] <= bounds[1])
-    kl = np.where(ok, np.asarray(list(seen.values())), np.inf)
-    return [genotypes[i] for i in np.argsort(kl, kind="stable")[:count] if ok[i]]
+    loss = np.where(ok, np.asarray(list(seen.values())), np.inf)
+    return [genotypes[i] for i in np.argsort(loss, kind="stable")[:count] if ok[i]]
 
 
 def stage_search(s: Setting, table: latency.LatencyTable, dense_latency: float) -> dict:
@@ -361,9 +370,9 @@ def stage_search(s: Setting, table: latency.LatencyTable, dense_latency: float) 
     for kind in SEARCHES:  # the constrained search starts from the fronts' feasible best
         warm = _best_feasible(s, searches, table, bounds, s.args.population // 2)
         searches[kind] = run_search(s, kind, table, bounds, warm if kind == "constrained" else [])
-    every = {tuple(r["genotype"]): r["kl"] for run in searches.values() for r in run["history"]}
+    every = {tuple(r["genotype"]): r["loss"] for run in searches.values() for r in run["history"]}
     genotypes = np.asarray(list(every), np.int32)
-    kl = np.asarray(list(every.values()))
+    loss = np.asarray(list(every.values()))
     c = _costs(s, genotypes, table)
     feasible = np.asarray(
         is_feasible(jnp.asarray(np.stack([c["params"], c["latency_ms"]], 1)), jnp.asarray(bounds))
@@ -372,15 +381,15 @@ def stage_search(s: Setting, table: latency.LatencyTable, dense_latency: float) 
     mine = np.asarray([tuple(g) in constrained for g in genotypes.tolist()]) & feasible
     if not mine.any():  # no feasible candidate found: the closest to the bounds
         mine = np.asarray([tuple(g) in constrained for g in genotypes.tolist()])
-    best = np.flatnonzero(mine)[np.argmin(kl[mine])]
-    objectives = jnp.asarray(np.stack([-kl, -c["latency_ms"]], 1))
+    best = np.flatnonzero(mine)[np.argmin(loss[mine])]
+    objectives = jnp.asarray(np.stack([-loss, -c["latency_ms"]], 1))
     front = np.flatnonzero(np.asarray(non_dominated_rank(objectives)) == 0)
     front = front[np.argsort(c["latency_ms"][front])]
     return {
         "searched": genotypes[best].tolist(),
         "evaluated": [
-            {"genotype": g.tolist(), "kl": float(k), "params": int(p), "latency_ms": float(ms)}
-            for g, k, p, ms in zip(genotypes, kl, c["params"], c["latency_ms"])
+            {"genotype": g.tolist(), "loss": float(k), "params": int(p), "latency_ms": float(ms)}
+            for g, k, p, ms in zip(genotypes, loss, c["params"], c["latency_ms"])
         ],
         "front": [int(i) for i in front],
         "bounds": {"params": float(bounds[0]), "latency_ms": float(bounds[1])},
@@ -447,7 +456,7 @@ def stage_measure(s: Setting, search: dict, table: latency.LatencyTable) -> dict
                 "genotype": s.space.to_string(g),
                 "params": evaluated[i]["params"],
                 "latency_ms": evaluated[i]["latency_ms"],
-                "kl": evaluated[i]["kl"],
+                "search_loss": evaluated[i]["loss"],
                 "ppl_zero_shot": float(p),
             }
             for i, g, p in zip(search["front"], front, ppl)
@@ -552,7 +561,7 @@ def assemble(s: Setting, records: dict, table: latency.LatencyTable) -> dict:
         "distill_tokens": s.args.distill_tokens,
         "front": records["measure"]["front"],
         "search": {
-            "fitness": "KL(dense teacher || candidate) per token on calibration-text windows",
+            "fitness": FITNESS[s.args.fitness],
             "evaluations": search["evaluations"],
             "bounds": search["bounds"],
             "generations": s.args.generations,

@@ -20,6 +20,7 @@ from nasjax.errors import NasjaxError
         (["--population", "1"], "--population must be >= 2"),
         (["--distill-lr", "-1"], "--distill-lr must be"),
         (["--seed", "-1"], "--seed must be in"),
+        (["--fitness", "accuracy"], "--fitness"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, tmp_path, capsys):
