@@ -52,12 +52,12 @@ from nasjax.llm.llama import (
     DType,
     LlamaConfig,
     Params,
-    _linear,
-    attention,
+    Widths,
+    block,
     block_taps,
     embed,
+    head,
     rms_norm,
-    rope,
 )
 from nasjax.llm.one_shot import block_influence
 
@@ -350,12 +350,6 @@ def masks(choices: ElasticChoices, importance: Importance, genotypes: Any) -> Ma
     )
 
 
-def _masked_norm(x: jax.Array, weight: jax.Array, channels: jax.Array, eps: float) -> jax.Array:
-    """RMSNorm over the kept channels only (the sliced model's ``rms_norm``)."""
-    mean = jnp.sum(x * x * channels, axis=-1, keepdims=True) / jnp.sum(channels)
-    return x * lax.rsqrt(mean + eps) * weight.astype(x.dtype)
-
-
 def _masked_block(
     x: jax.Array,
     layer: dict,
@@ -364,25 +358,12 @@ def _masked_block(
     config: LlamaConfig,
     dtype: DType,
 ) -> jax.Array:
-    """One block of the masked sub-network (the sliced block's arithmetic on zeros)."""
-    b, t, _ = x.shape
-    hd, eps = config.head_dim, config.norm_eps
-    positions = jnp.arange(t)
+    """One block of the masked sub-network: :func:`nasjax.llm.llama.block` with
+    :class:`~nasjax.llm.llama.Widths` (the sliced block's arithmetic on zeros), skipped by
+    ``lax.cond`` when the block is dropped."""
     keep, heads, ffn = mask
-
-    def run(x: jax.Array) -> jax.Array:
-        attn_in = _masked_norm(x, layer["attn_norm"], channels, eps).astype(dtype)
-        q = _linear(attn_in, layer["wq"], dtype).reshape(b, t, -1, hd)
-        k = _linear(attn_in, layer["wk"], dtype).reshape(b, t, -1, hd)
-        v = _linear(attn_in, layer["wv"], dtype).reshape(b, t, -1, hd)
-        q, k = rope(q, positions, config.rope_base), rope(k, positions, config.rope_base)
-        attn_out = attention(q, k, v, positions, positions, dtype) * jnp.repeat(heads, hd)
-        x = x + _linear(attn_out.astype(dtype), layer["wo"], dtype) * channels
-        ffn_in = _masked_norm(x, layer["ffn_norm"], channels, eps).astype(dtype)
-        gate = _linear(ffn_in, layer["w_gate"], dtype)
-        hidden = (jax.nn.silu(gate) * _linear(ffn_in, layer["w_up"], dtype) * ffn).astype(dtype)
-        return x + _linear(hidden, layer["w_down"], dtype) * channels
-
+    widths = Widths(channels, heads, ffn)
+    run = lambda x: block(layer, x, config, None, dtype, widths)  # noqa: E731
     return lax.cond(keep, run, lambda x: x, x)
 
 
@@ -398,11 +379,7 @@ def _masked_logits(
 
     scanned = (params["layers"], mask.layers, mask.heads, mask.ffn)
     x = lax.scan(body, x, scanned)[0]
-    h = _masked_norm(x, params["final_norm"], channels, config.norm_eps).astype(dtype)
-    if "lm_head" in params:
-        return _linear(h, params["lm_head"], dtype)
-    table = params["embed"].astype(dtype)
-    return jnp.einsum("...d,vd->...v", h, table, preferred_element_type=jnp.float32)
+    return head(params, x, config, dtype, channels)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "dtype"))

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,10 +94,28 @@ class LlamaConfig:
             )
 
 
-def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
-    """RMSNorm (Zhang & Sennrich 2019) in float32."""
+class Widths(NamedTuple):
+    """0/1 float masks that run a narrower model inside full-size weights (structured
+    pruning without slicing, :mod:`nasjax.llm.elastic`): residual ``channels [D]``, query
+    ``heads [H]`` and FFN channels ``ffn [F]`` kept. With them a block computes exactly what
+    the sliced block computes, on zeros."""
+
+    channels: jax.Array
+    heads: jax.Array
+    ffn: jax.Array
+
+
+def rms_norm(
+    x: jax.Array, weight: jax.Array, eps: float, channels: jax.Array | None = None
+) -> jax.Array:
+    """RMSNorm (Zhang & Sennrich 2019) in float32; with a 0/1 ``channels`` mask, the mean
+    is over the kept channels only (the norm of the sliced model)."""
     x = x.astype(jnp.float32)
-    return x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps) * weight.astype(x.dtype)
+    if channels is None:
+        mean = jnp.mean(x * x, axis=-1, keepdims=True)
+    else:
+        mean = jnp.sum(x * x * channels, axis=-1, keepdims=True) / jnp.sum(channels)
+    return x * lax.rsqrt(mean + eps) * weight.astype(x.dtype)
 
 
 def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
@@ -111,7 +129,8 @@ def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
     return jnp.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1).reshape(x.shape)
 
 
-def _linear(x: jax.Array, w: jax.Array, dtype: DType) -> jax.Array:
+def linear(x: jax.Array, w: jax.Array, dtype: DType) -> jax.Array:
+    """``x @ w`` in ``dtype``, accumulated in float32."""
     return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
 
 
@@ -153,15 +172,18 @@ def _layer(
     positions: jax.Array,
     dtype: DType,
     cache: tuple[jax.Array, jax.Array] | None = None,
+    widths: Widths | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array], tuple[jax.Array, jax.Array] | None]:
     """One block; returns ``(x, taps, cache)``. With a cache ``(k, v)`` of ``[B, S, KV, hd]``,
-    the new keys/values are written at ``positions`` (contiguous) and all S are attended."""
+    the new keys/values are written at ``positions`` (contiguous) and all S are attended.
+    ``widths`` masks run the narrower block inside these weights."""
     b, t, _ = x.shape
     hd = config.head_dim
-    attn_in = rms_norm(x, layer["attn_norm"], config.norm_eps).astype(dtype)
-    q = _linear(attn_in, layer["wq"], dtype).reshape(b, t, -1, hd)
-    k = _linear(attn_in, layer["wk"], dtype).reshape(b, t, -1, hd)
-    v = _linear(attn_in, layer["wv"], dtype).reshape(b, t, -1, hd)
+    channels = None if widths is None else widths.channels
+    attn_in = rms_norm(x, layer["attn_norm"], config.norm_eps, channels).astype(dtype)
+    q = linear(attn_in, layer["wq"], dtype).reshape(b, t, -1, hd)
+    k = linear(attn_in, layer["wk"], dtype).reshape(b, t, -1, hd)
+    v = linear(attn_in, layer["wv"], dtype).reshape(b, t, -1, hd)
     q, k = rope(q, positions, config.rope_base), rope(k, positions, config.rope_base)
     if cache is None:
         keys, values, key_pos = k, v, positions
@@ -170,14 +192,22 @@ def _layer(
         keys = lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), start)
         values = lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), start)
         cache, key_pos = (keys, values), jnp.arange(keys.shape[1])
-    attn_out = attention(q, keys, values, positions, key_pos, dtype).astype(dtype)
-    x = x + _linear(attn_out, layer["wo"], dtype)
-    ffn_in = rms_norm(x, layer["ffn_norm"], config.norm_eps).astype(dtype)
-    gate, up = _linear(ffn_in, layer["w_gate"], dtype), _linear(ffn_in, layer["w_up"], dtype)
-    ffn_hidden = (jax.nn.silu(gate) * up).astype(dtype)
-    x = x + _linear(ffn_hidden, layer["w_down"], dtype)
+    attn_out = attention(q, keys, values, positions, key_pos, dtype)
+    if widths is not None:
+        attn_out = attn_out * jnp.repeat(widths.heads, hd)
+    attn_out = attn_out.astype(dtype)
+    x = x + _masked(linear(attn_out, layer["wo"], dtype), channels)
+    ffn_in = rms_norm(x, layer["ffn_norm"], config.norm_eps, channels).astype(dtype)
+    gate, up = linear(ffn_in, layer["w_gate"], dtype), linear(ffn_in, layer["w_up"], dtype)
+    ffn_hidden = _masked(jax.nn.silu(gate) * up, None if widths is None else widths.ffn)
+    ffn_hidden = ffn_hidden.astype(dtype)
+    x = x + _masked(linear(ffn_hidden, layer["w_down"], dtype), channels)
     taps = {"attn_in": attn_in, "attn_out": attn_out, "ffn_in": ffn_in, "ffn_hidden": ffn_hidden}
     return x, taps, cache
+
+
+def _masked(y: jax.Array, mask: jax.Array | None) -> jax.Array:
+    return y if mask is None else y * mask
 
 
 def _positions(x: jax.Array, positions: jax.Array | None) -> jax.Array:
@@ -190,6 +220,7 @@ def block_taps(
     config: LlamaConfig,
     positions: jax.Array | None = None,
     dtype: DType = jnp.float32,
+    widths: Widths | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """One block (``layer``: leaves without the L axis) on ``float32[B, T, D]``.
 
@@ -198,7 +229,7 @@ def block_taps(
       ``LINEAR_INPUT``'s values (``attn_in``, ``attn_out``, ``ffn_in``, ``ffn_hidden``), in
       the compute dtype, ``[B, T, D]`` or ``[B, T, H*hd]`` or ``[B, T, F]``.
     """
-    y, taps, _ = _layer(layer, x, config, _positions(x, positions), dtype)
+    y, taps, _ = _layer(layer, x, config, _positions(x, positions), dtype, widths=widths)
     return y, taps
 
 
@@ -208,9 +239,11 @@ def block(
     config: LlamaConfig,
     positions: jax.Array | None = None,
     dtype: DType = jnp.float32,
+    widths: Widths | None = None,
 ) -> jax.Array:
-    """One block without its taps; ``positions`` defaults to ``0..T-1``."""
-    return block_taps(layer, x, config, positions, dtype)[0]
+    """One block without its taps; ``positions`` defaults to ``0..T-1``; ``widths`` runs
+    the narrower block inside these weights (:class:`Widths`)."""
+    return block_taps(layer, x, config, positions, dtype, widths)[0]
 
 
 def embed(params: Params, tokens: jax.Array) -> jax.Array:
@@ -219,12 +252,17 @@ def embed(params: Params, tokens: jax.Array) -> jax.Array:
 
 
 def head(
-    params: Params, x: jax.Array, config: LlamaConfig, dtype: DType = jnp.float32
+    params: Params,
+    x: jax.Array,
+    config: LlamaConfig,
+    dtype: DType = jnp.float32,
+    channels: jax.Array | None = None,
 ) -> jax.Array:
-    """Final RMSNorm and the LM head (the embedding, transposed, when tied): float32 logits."""
-    h = rms_norm(x, params["final_norm"], config.norm_eps).astype(dtype)
+    """Final RMSNorm and the LM head (the embedding, transposed, when tied): float32 logits.
+    ``channels``: the 0/1 mask of kept residual channels (:class:`Widths`)."""
+    h = rms_norm(x, params["final_norm"], config.norm_eps, channels).astype(dtype)
     if "lm_head" in params:
-        return _linear(h, params["lm_head"], dtype)
+        return linear(h, params["lm_head"], dtype)
     table = params["embed"].astype(dtype)
     return jnp.einsum("...d,vd->...v", h, table, preferred_element_type=jnp.float32)
 
