@@ -65,6 +65,31 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int = 2)
         raise
 
 
+def read_json_record(
+    path: str | os.PathLike, fmt: str, version: int, fields: tuple[str, ...], what: str
+) -> dict[str, Any]:
+    """The ``fields`` of a JSON record written as ``{"format": fmt, "version": version,
+    ...}`` (tables saved by ``to_json`` methods).
+
+    Raises:
+      NasjaxError: one line for an unreadable file, another format, another version or a
+        missing field (``what`` names the kind of file, e.g. ``"latency table"``).
+    """
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise NasjaxError(f"cannot read {what} {str(path)!r}: {err}") from None
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise NasjaxError(f"{str(path)!r} is not a nasjax {what} (format {fmt})")
+    missing = [f for f in fields if f not in record]
+    if missing or record.get("version") != version:
+        raise NasjaxError(
+            f"{what} {str(path)!r}: version {record.get('version')!r} "
+            f"(expected {version}), missing fields {missing}"
+        )
+    return {f: record[f] for f in fields}
+
+
 def flags_config(args: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The settings of a parsed command line (an ``argparse.Namespace``) that change a
     run's results: every flag but ``--out``, ``--resume``, ``--no-progress``, the

@@ -41,11 +41,9 @@ sub-networks by Spearman rank correlation (:func:`nasjax.stats.spearman`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -57,7 +55,7 @@ from nasjax.llm import llama
 from nasjax.llm.evaluate import decode_latency_ms
 from nasjax.llm.llama import LlamaConfig, Params
 from nasjax.objectives import device_name
-from nasjax.rundir import write_json_atomic
+from nasjax.rundir import read_json_record, write_json_atomic
 from nasjax.stats import spearman
 
 FORMAT = "nasjax.llm_latency_table"
@@ -279,19 +277,7 @@ class LatencyTable(NamedTuple):
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> LatencyTable:
         """Reads a table written by ``to_json``; a one-line error for other files."""
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as err:
-            raise NasjaxError(f"cannot read latency table {str(path)!r}: {err}") from None
-        if not isinstance(record, dict) or record.get("format") != FORMAT:
-            raise NasjaxError(f"{str(path)!r} is not a nasjax LLM latency table ({FORMAT})")
-        missing = [f for f in cls._fields if f not in record]
-        if missing or record.get("version") != VERSION:
-            raise NasjaxError(
-                f"latency table {str(path)!r}: version {record.get('version')!r} "
-                f"(expected {VERSION}), missing fields {missing}"
-            )
-        fields = {f: record[f] for f in cls._fields}
+        fields = read_json_record(path, FORMAT, VERSION, cls._fields, "LLM latency table")
         for name in ("overhead_ms", "block_ms", "measured_block_ms"):
             fields[name] = np.asarray(fields[name], np.float64)
         for name in ("widths", "kv_groups", "ffn"):

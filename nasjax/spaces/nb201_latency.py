@@ -29,9 +29,7 @@ and mean relative error).
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -41,7 +39,7 @@ import numpy as np
 
 from nasjax.errors import NasjaxError, check_positive
 from nasjax.objectives import benchmark_variables, device_name, measure_latency_ms
-from nasjax.rundir import write_json_atomic
+from nasjax.rundir import read_json_record, write_json_atomic
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_net import Cell, Edge
@@ -98,19 +96,7 @@ class LatencyTable(NamedTuple):
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> LatencyTable:
         """Reads a table written by ``to_json``; a clear error for other files."""
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as err:
-            raise NasjaxError(f"cannot read latency table {str(path)!r}: {err}") from None
-        if not isinstance(record, dict) or record.get("format") != FORMAT:
-            raise NasjaxError(f"{str(path)!r} is not a nasjax latency table (format {FORMAT})")
-        missing = [f for f in cls._fields if f not in record]
-        if missing or record.get("version") != VERSION:
-            raise NasjaxError(
-                f"latency table {str(path)!r}: version {record.get('version')!r} "
-                f"(expected {VERSION}), missing fields {missing}"
-            )
-        fields = {f: record[f] for f in cls._fields}
+        fields = read_json_record(path, FORMAT, VERSION, cls._fields, "latency table")
         fields["op_ms"] = np.asarray(fields["op_ms"], np.float64)
         fields["ops"] = tuple(fields["ops"])
         return cls(**fields)
