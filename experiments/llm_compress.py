@@ -287,7 +287,7 @@ def assemble(records, args, model_source, valid, texts, influence) -> dict:
     return results
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A markdown table's lines, with a blank line before it."""
     lines = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -304,21 +304,21 @@ def markdown(results: dict) -> str:
         kind: [(m, s, r) for m, by in results[kind].items() for s, r in by.items()]
         for kind in ("prune", "quant", "depth")
     }
-    lines += _table(
+    lines += markdown_table(
         ["pruning", "pattern", "sparsity", "perplexity", "seconds"],
         [
             [m, s, f"{r['sparsity']:.3f}", f"{r['ppl']:.3f}", f"{r['seconds']:.1f}"]
             for m, s, r in entries["prune"]
         ],
     )
-    lines += _table(
+    lines += markdown_table(
         ["quantization", "bits_grouping", "MB", "perplexity", "seconds"],
         [
             [m, s, f"{r['bytes'] / 1e6:.1f}", f"{r['ppl']:.3f}", f"{r['seconds']:.1f}"]
             for m, s, r in entries["quant"]
         ],
     )
-    lines += _table(
+    lines += markdown_table(
         ["depth rule", "blocks dropped", "params", "perplexity", "tokens/s", "ms/token"],
         [
             [

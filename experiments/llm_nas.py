@@ -51,6 +51,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from llm_compress import markdown_table
 from tqdm import tqdm
 
 from nasjax.flags import (
@@ -581,11 +582,6 @@ def assemble(s: Setting, records: dict, table: latency.LatencyTable) -> dict:
     }
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
 def _num(value: float | None, fmt: str = ".2f") -> str:
     return (
         "-"
@@ -601,7 +597,7 @@ def markdown(results: dict) -> str:
         f"{dense['tokens_per_s']:.1f} tokens/s decoding (KV cache, batch 1). "
         f"Distillation: {results['distill_tokens']:,} tokens per candidate."
     ]
-    lines += _table(
+    lines += markdown_table(
         ["candidate", "params", "ppl zero-shot", "ppl distilled", "decode tokens/s", "speed-up"],
         [
             [
