@@ -12,6 +12,7 @@ import pytest
 
 from nasjax.errors import NasjaxError
 from nasjax.spaces.base import SearchSpace
+from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import (
     STRATEGIES,
     BestSoFar,
@@ -256,11 +257,36 @@ def test_rea_children_one_decision_from_population():
         ({"sample_size": 0}, "sample_size must be an integer >= 1, got 0"),
         ({"batch_size": -1}, "batch_size must be an integer >= 1, got -1"),
         ({"batch_size": 11}, r"batch_size must be <= population_size \(10\), got 11"),
+        ({"mutation": "node_edge"}, "unknown mutation 'node_edge'; valid choices: uniform$"),
     ],
 )
 def test_rea_bad_hyper_parameters(kwargs, message):
     with pytest.raises(NasjaxError, match=message):
         make_strategy("rea", SPACE, **kwargs)
+
+
+def test_node_edge_mutation_picks_a_node_then_one_of_its_incoming_edges():
+    """NAS-Bench-201's reference rule: node 1, 2 or 3 uniformly, then an incoming edge, so
+    edge 0->1 (node 1's only edge) is mutated 1/3 of the time, each of node 3's 1/9."""
+    space = NB201Space()
+    weights = space.mutation_weights("node_edge")
+    np.testing.assert_allclose(weights, [1 / 3, 1 / 6, 1 / 6, 1 / 9, 1 / 9, 1 / 9])
+    np.testing.assert_allclose(space.mutation_weights("uniform"), np.full(6, 1 / 6))
+    parents = jnp.zeros((30_000, 6), jnp.int32)
+    children = np.asarray(
+        jax.jit(space.mutate, static_argnums=2)(jax.random.key(0), parents, "node_edge")
+    )
+    changed = children != 0
+    assert np.all(changed.sum(axis=1) == 1)  # exactly one edge, to a different op
+    # 4 standard errors of a binomial frequency at n = 30,000 are below 0.011
+    np.testing.assert_allclose(changed.mean(axis=0), weights, atol=0.011)
+    rea = make_strategy("rea", space, mutation="node_edge")
+    state = rea.init(jax.random.key(1))
+    for _ in range(10):  # a full population of the all-zero cell: every child is bred
+        state, _ = rea.tell(state, jnp.zeros((1, 6), jnp.int32), jnp.ones(1))
+    for key in jax.random.split(jax.random.key(2), 10):
+        child, _ = rea.ask(key, state)
+        assert int(jnp.sum(child != 0)) == 1
 
 
 def test_random_search_bad_batch_size():

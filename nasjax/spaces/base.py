@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.errors import NasjaxError, check_positive
+from nasjax.errors import NasjaxError, check_choice, check_positive
 from nasjax.spaces.contract import capability_error, missing_capability
 
 _DEFAULT_INSTEAD = {
@@ -43,6 +43,9 @@ class SearchSpace:
     """The registry name (``make_space(name)``)."""
     instead: ClassVar[dict[str, str]] = _DEFAULT_INSTEAD
     """Per missing capability, what to use instead (the error's second half)."""
+    mutation_rules: ClassVar[tuple[str, ...]] = ("uniform",)
+    """Names of the rules that pick which decision ``mutate`` changes (see
+    :meth:`mutation_weights`); ``"uniform"`` is every space's default."""
 
     # ----------------------------------------------------------------- shape facts
     @property
@@ -84,26 +87,52 @@ class SearchSpace:
         values = jnp.floor(u * self._radix()).astype(jnp.int32)
         return jnp.minimum(values, self._radix() - 1)
 
-    def mutate(self, key: jax.Array, genotype: jnp.ndarray) -> jnp.ndarray:
+    def mutate(self, key: jax.Array, genotype: jnp.ndarray, rule: str = "uniform") -> jnp.ndarray:
         """Changes exactly one decision to a different value (never a no-op).
 
-        The decision is uniform among those with more than one option, and its new value
-        is uniform among the other options. Works on ``int32[..., D]``, mutating every
-        genotype of the batch independently.
+        The decision is drawn by ``rule`` (:meth:`mutation_weights`; ``"uniform"``: uniform
+        among those with more than one option), and its new value is uniform among the
+        other options. Works on ``int32[..., D]``, mutating every genotype of the batch
+        independently.
         """
         genotype = jnp.asarray(genotype, jnp.int32)
         return self.mutate_from_uniform(
-            jax.random.uniform(key, genotype.shape[:-1] + (2,)), genotype
+            jax.random.uniform(key, genotype.shape[:-1] + (2,)), genotype, rule
         )
 
-    def mutate_from_uniform(self, u: jnp.ndarray, genotype: jnp.ndarray) -> jnp.ndarray:
+    def mutation_weights(self, rule: str) -> np.ndarray:
+        """Probability that ``mutate`` under ``rule`` changes each decision, ``float64[D]``.
+
+        ``"uniform"``: equal over the decisions with more than one option. A space whose
+        reference code picks the decision another way lists that rule in
+        :attr:`mutation_rules` and overrides this (e.g. NAS-Bench-201's ``"node_edge"``).
+
+        Raises:
+          NasjaxError: for a rule not in :attr:`mutation_rules`, naming the valid ones.
+        """
+        check_choice("mutation", rule, self.mutation_rules)
+        mutable = (np.asarray(self.num_choices) > 1).astype(np.float64)
+        return mutable / mutable.sum()
+
+    def mutate_from_uniform(
+        self, u: jnp.ndarray, genotype: jnp.ndarray, rule: str = "uniform"
+    ) -> jnp.ndarray:
         """``mutate`` given its uniform draws ``u`` of shape ``[..., 2]``: ``u[..., 0]``
-        picks the decision, ``u[..., 1]`` the new value."""
+        picks the decision (by ``rule``), ``u[..., 1]`` the new value."""
         genotype = jnp.asarray(genotype, jnp.int32)
         radix = self._radix()
-        mutable = np.flatnonzero(np.asarray(self.num_choices) > 1)
-        pick = jnp.minimum(jnp.floor(u[..., 0] * len(mutable)).astype(jnp.int32), len(mutable) - 1)
-        decision = jnp.asarray(mutable, jnp.int32)[pick]
+        if rule == "uniform":
+            mutable = np.flatnonzero(np.asarray(self.num_choices) > 1)
+            pick = jnp.minimum(
+                jnp.floor(u[..., 0] * len(mutable)).astype(jnp.int32), len(mutable) - 1
+            )
+            decision = jnp.asarray(mutable, jnp.int32)[pick]
+        else:  # inverse CDF of the rule's weights; decisions of weight 0 are never drawn
+            weights = self.mutation_weights(rule)
+            last = int(np.flatnonzero(weights > 0)[-1])
+            edges = jnp.asarray(np.cumsum(weights)[:-1], jnp.float32)
+            drawn = jnp.sum(u[..., 0, None] >= edges, axis=-1).astype(jnp.int32)
+            decision = jnp.minimum(drawn, last)
         n = radix[decision]
         offset = 1 + jnp.minimum(jnp.floor(u[..., 1] * (n - 1)).astype(jnp.int32), n - 2)
         old = jnp.take_along_axis(genotype, decision[..., None], axis=-1)[..., 0]

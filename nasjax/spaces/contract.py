@@ -89,8 +89,15 @@ class SpaceContract(Protocol):
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """``int32[n, D]`` valid genotypes."""
 
-    def mutate(self, key: jax.Array, genotype: jax.Array) -> jax.Array:
-        """One decision changed (batched over leading axes)."""
+    def mutate(self, key: jax.Array, genotype: jax.Array, rule: str = ...) -> jax.Array:
+        """One decision changed (batched over leading axes), picked by ``rule``."""
+
+    @property
+    def mutation_rules(self) -> tuple[str, ...]:
+        """Rules ``mutate`` accepts (``"uniform"`` always)."""
+
+    def mutation_weights(self, rule: str) -> np.ndarray:
+        """``float64[D]``: the probability ``mutate`` under ``rule`` changes each decision."""
 
     def neighbours(self, genotype: jax.Array) -> jax.Array:
         """``int32[K, D]``: every one-decision change."""

@@ -39,6 +39,19 @@ class NB201Space(SearchSpace):
     edges: tuple[tuple[int, int], ...] = EDGES
 
     name: ClassVar[str] = "nb201"
+    mutation_rules: ClassVar[tuple[str, ...]] = ("uniform", "node_edge")
+
+    def mutation_weights(self, rule: str) -> np.ndarray:
+        """``"uniform"`` over the 6 edges, or ``"node_edge"``: the rule of the NAS-Bench-201
+        reference REA (AutoDL-Projects ``exps/NATS-algos/regularized_ea.py``,
+        ``mutate_arch_func``), which picks one of the 3 nodes uniformly, then one of its
+        incoming edges: 1/3 for edge 0->1, 1/6 for each edge into node 2, 1/9 for each into
+        node 3."""
+        if rule != "node_edge":
+            return super().mutation_weights(rule)
+        fan_in = {dst: sum(d == dst for _, d in self.edges) for _, dst in self.edges}
+        nodes = len(fan_in)
+        return np.array([1.0 / (nodes * fan_in[dst]) for _, dst in self.edges])
 
     def to_string(self, genotype: object) -> str:
         """The official arch string, e.g. ``|nor_conv_3x3~0|+|...|+|...|``."""

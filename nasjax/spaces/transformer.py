@@ -172,10 +172,12 @@ class TransformerSpace(SearchSpace):
         """Uniform draws per decision, then :meth:`repair` (head counts lowered to fit)."""
         return self.repair(super().sample_from_uniform(u))
 
-    def mutate_from_uniform(self, u: jnp.ndarray, genotype: jnp.ndarray) -> jnp.ndarray:
+    def mutate_from_uniform(
+        self, u: jnp.ndarray, genotype: jnp.ndarray, rule: str = "uniform"
+    ) -> jnp.ndarray:
         """One decision changed (never a no-op), then :meth:`repair` keeping that change."""
         g = jnp.asarray(genotype, jnp.int32)
-        child = super().mutate_from_uniform(u, g)
+        child = super().mutate_from_uniform(u, g, rule)
         return self.repair(child, child != g)
 
     def neighbours(self, genotype: jnp.ndarray) -> jnp.ndarray:

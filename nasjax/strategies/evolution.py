@@ -5,7 +5,8 @@ Search", AAAI 2019. The population is a queue of the last ``population_size`` ev
 architectures: each new member pushes out the *oldest* one, not the worst. A parent is
 the fittest of ``sample_size`` members drawn uniformly with replacement (tournament
 selection, as in the NAS-Bench-201 reference code), and its child changes exactly one
-decision (``SearchSpace.mutate``). The defaults ``population_size=10, sample_size=3`` are
+decision (``SearchSpace.mutate``; ``mutation="node_edge"`` picks it as NAS-Bench-201's
+script does). The defaults ``population_size=10, sample_size=3`` are
 the REA settings of NAS-Bench-201 (Dong & Yang, ICLR 2020; its reference script runs
 ``--ea_population 10 --ea_sample_size 3``).
 
@@ -64,6 +65,7 @@ def regularized_evolution(
     population_size: int = 10,
     sample_size: int = 3,
     batch_size: int = 1,
+    mutation: str = "uniform",
 ) -> Strategy:
     """Regularized evolution (REA; Real et al., AAAI 2019) with an aging population.
 
@@ -81,6 +83,9 @@ def regularized_evolution(
         once ``P`` are held. Default 10, as in NAS-Bench-201.
       sample_size: tournament size ``S >= 1``. Default 3, as in NAS-Bench-201.
       batch_size: ``B`` candidates per ``ask``, ``1 <= B <= P``.
+      mutation: which decision a child changes, one of ``space.mutation_rules``:
+        ``"uniform"`` (default) or a space's reference rule, e.g. NAS-Bench-201's
+        ``"node_edge"`` (a node, then one of its incoming edges, as the paper's script).
 
     Returns:
       A :class:`Strategy` over :class:`EvolutionState`.
@@ -91,6 +96,7 @@ def regularized_evolution(
     pop_size = check_positive_int("population_size", population_size)
     sample_size = check_positive_int("sample_size", sample_size)
     batch_size = check_positive_int("batch_size", batch_size)
+    space.mutation_weights(mutation)  # an unknown rule is one error naming the valid ones
     if batch_size > pop_size:
         raise NasjaxError(f"batch_size must be <= population_size ({pop_size}), got {batch_size}")
 
@@ -114,7 +120,9 @@ def regularized_evolution(
         contenders = jnp.minimum(jnp.floor(draws * num_members).astype(jnp.int32), num_members - 1)
         winner = jnp.argmax(state.fitness[contenders], axis=1)
         parents = jnp.take_along_axis(contenders, winner[:, None], axis=1)[:, 0]
-        children = space.mutate_from_uniform(u[:, d + sample_size :], state.population[parents])
+        children = space.mutate_from_uniform(
+            u[:, d + sample_size :], state.population[parents], mutation
+        )
         is_random = state.num_told + jnp.arange(batch_size) < pop_size
         return jnp.where(is_random[:, None], fresh, children), state
 
