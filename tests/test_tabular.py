@@ -12,8 +12,8 @@ from conftest import load_experiment
 
 from nasjax.errors import NasjaxError
 from nasjax.evaluation import tabular
-from nasjax.evaluation.tabular import load_nb201
-from nasjax.search.tabular import max_queries_for, run_seeds, simulate
+from nasjax.evaluation.tabular import DATASETS, load_nb201
+from nasjax.search.tabular import max_queries_for, run_datasets, run_seeds, simulate
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
 
@@ -163,6 +163,21 @@ def test_run_seeds_deterministic_per_key(table):
         run_seeds(strategy, table, "cifar100", keys, budget_s=-1.0)
 
 
+def test_run_datasets_is_run_seeds_per_dataset_in_one_program(table):
+    """Table 5's row of a strategy in one compiled call: row k equals the searches on
+    DATASETS[k] alone (same keys, same budget)."""
+    strategy = make_strategy("rea", NB201Space(), mutation="node_edge")
+    keys = jax.random.split(jax.random.key(3), 3 * 4).reshape(3, 4)
+    both = run_datasets(strategy, table, keys, budget_s=2000.0)
+    assert both["test_acc"].shape == (3, 4)
+    for k, dataset in enumerate(DATASETS):
+        one = run_seeds(strategy, table, dataset, keys[k], budget_s=2000.0)
+        for name in ("test_acc", "num_queries", "time_s", "curve"):
+            np.testing.assert_array_equal(np.asarray(both[name][k]), np.asarray(one[name]))
+    with pytest.raises(NasjaxError, match=r"keys must have shape \(3, seeds\)"):
+        run_datasets(strategy, table, keys[:2])
+
+
 # ------------------------------------------------------------------- experiment script
 def test_script_smoke(tmp_path, table_path, capsys):
     script = load_experiment("nb201_table5")
@@ -171,7 +186,7 @@ def test_script_smoke(tmp_path, table_path, capsys):
     assert script.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "cifar10"  # one dataset: the flat form of the issue
-    for name in ("random", "rea", "reinforce"):
+    for name in ("random", "rea", "reinforce", "rea_uniform_edge"):
         r = results[name]
         assert r["n"] == 4 and 85.0 < r["mean"] <= 94.38
     assert results["optimal"] == pytest.approx(94.37, abs=0.01)

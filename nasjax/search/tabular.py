@@ -11,8 +11,10 @@ over it is a sequence of table look-ups (:mod:`nasjax.evaluation.tabular`) charg
 * the result is the 200-epoch test accuracy of the best-reward architecture.
 
 One search is a ``lax.scan`` of ``batch_size=1`` ask/tell steps (:func:`simulate`);
-:func:`run_seeds` vmaps it over seeds in one compiled call. Accuracies are percentages
-and are MAXIMISED.
+:func:`run_seeds` vmaps it over seeds in one compiled call, and :func:`run_datasets` over
+seeds and datasets (the datasets are other columns of the same table, so one strategy's
+whole row of Table 5 is one program, compiled once). Accuracies are percentages and are
+MAXIMISED.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from nasjax.errors import NasjaxError
-from nasjax.evaluation.tabular import NB201Table
+from nasjax.evaluation.tabular import DATASETS, NB201Table
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies.base import Strategy
 
@@ -209,6 +211,60 @@ def _run_seeds(
         return simulate(strategy, reward, test, cost, key, budget_s, max_queries=max_queries)
 
     return jax.vmap(one)(keys)
+
+
+def run_datasets(
+    strategy: Strategy,
+    table: NB201Table,
+    keys: jax.Array,
+    budget_s: float = DEFAULT_BUDGET_S,
+    max_queries: int | None = None,
+) -> dict[str, jax.Array]:
+    """:func:`simulate` for every dataset of ``DATASETS`` and every key, in one ``jit``.
+
+    Args:
+      strategy: a ``batch_size=1`` strategy.
+      table: from :func:`nasjax.evaluation.tabular.load_nb201`.
+      keys: ``[len(DATASETS), S]`` PRNG keys: row ``k`` are the searches on ``DATASETS[k]``.
+      budget_s: simulated budget in seconds (``> 0``).
+      max_queries: scan length; default :func:`max_queries_for` of the budget.
+
+    Returns:
+      :func:`simulate`'s outputs with leading axes ``[len(DATASETS), S]``; row ``k`` equals
+      ``run_seeds(strategy, table, DATASETS[k], keys[k])``.
+    """
+    if not budget_s > 0:
+        raise NasjaxError(f"budget must be > 0 seconds, got {budget_s}")
+    if jnp.shape(keys)[:1] != (len(DATASETS),):
+        raise NasjaxError(
+            f"keys must have shape ({len(DATASETS)}, seeds), one row per dataset of "
+            f"{', '.join(DATASETS)}; got {jnp.shape(keys)}"
+        )
+    if max_queries is None:
+        max_queries = max_queries_for(budget_s, table.min_cost)
+    return _run_datasets(
+        strategy, table.reward, table.test, table.cost, keys, budget_s, max_queries=max_queries
+    )
+
+
+@partial(jax.jit, static_argnames=("strategy", "max_queries"))
+def _run_datasets(
+    strategy: Strategy,
+    reward: jax.Array,
+    test: jax.Array,
+    cost: jax.Array,
+    keys: jax.Array,
+    budget_s: float,
+    *,
+    max_queries: int,
+) -> dict[str, jax.Array]:
+    def one(reward_row: jax.Array, test_row: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
+        return simulate(
+            strategy, reward_row, test_row, cost, key, budget_s, max_queries=max_queries
+        )
+
+    per_seed = jax.vmap(one, in_axes=(None, None, 0))
+    return jax.vmap(per_seed)(reward, test, keys)
 
 
 @partial(jax.jit, static_argnames=("strategy", "num_queries"))
