@@ -37,3 +37,36 @@ def use_cpu_cores(count: int | None = None) -> int | None:
         flags = f"{flags} {_DEVICE_COUNT_FLAG}={requested}"
     os.environ["XLA_FLAGS"] = flags
     return requested
+
+
+CACHE_ENV = "NASJAX_COMPILATION_CACHE"
+DEFAULT_CACHE_DIR = "~/.cache/nasjax/xla"
+_CACHE_MIN_COMPILE_S = 0.2
+"""Programs that compile faster than this are not written to the cache (JAX's default is
+1 s, which misses the tabular searches: each compiles in ~1 s here)."""
+
+
+def use_compilation_cache(path: str | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache, so a program compiled by one run is
+    loaded from disk by the next (e.g. the Table 5 searches: ~1 s of XLA each, cold).
+
+    The folder is ``path``, else ``$NASJAX_COMPILATION_CACHE``, else
+    :data:`DEFAULT_CACHE_DIR`; ``NASJAX_COMPILATION_CACHE=off`` (or an empty value) turns it
+    off. A cache folder already configured (``jax_compilation_cache_dir``, e.g. by the test
+    suite) wins. Every entry point calls this (:func:`nasjax.flags.run_entry`).
+
+    Returns the folder in use, or ``None`` when off.
+    """
+    import jax
+
+    configured = jax.config.jax_compilation_cache_dir
+    if configured:
+        return configured
+    if path is None:
+        path = os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR)
+    if path.strip().lower() in ("", "off", "0", "false", "none"):
+        return None
+    folder = os.path.expanduser(path)
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", _CACHE_MIN_COMPILE_S)
+    return folder

@@ -17,7 +17,8 @@ Three things, in one place so that every entry point answers alike:
 :func:`check_memory` refuses a size that would not fit in memory (e.g. ``--seeds``) with an
 estimate, before anything is allocated.
 
-Foundation-level: imports only :mod:`nasjax.errors` and the standard library.
+Foundation-level: imports only :mod:`nasjax.errors`, :mod:`nasjax.devices` (every entry
+point turns on the persistent compilation cache) and the standard library.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from nasjax.devices import use_compilation_cache
 from nasjax.errors import Interrupted, NasjaxError
 
 EXIT_BAD_INPUT = 2
@@ -234,8 +236,10 @@ def run_entry(
     :class:`~nasjax.errors.NasjaxError`; 130 and one line for Ctrl-C (SIGINT): the
     :class:`~nasjax.errors.Interrupted` message of a search loop (where it stopped), else
     ``interrupted`` (with ``; resume with --resume`` when ``resumable`` is, or returns,
-    true). No traceback either way.
+    true). No traceback either way. Turns on the persistent compilation cache first
+    (:func:`nasjax.devices.use_compilation_cache`).
     """
+    use_compilation_cache()
     hook, timers = sys.unraisablehook, []
     if threading.current_thread() is threading.main_thread():
         sys.unraisablehook = _unraisable(hook, timers)

@@ -29,6 +29,7 @@ from nasjax.evaluation import tabular  # noqa: E402
 
 CACHE = Path(os.environ.get("NASJAX_TEST_CACHE", Path(__file__).parent.parent / ".jax_cache"))
 jax.config.update("jax_compilation_cache_dir", str(CACHE))
+os.environ["NASJAX_COMPILATION_CACHE"] = str(CACHE)  # the entry points the tests start
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
