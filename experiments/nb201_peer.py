@@ -1,0 +1,211 @@
+"""The NAS-Bench-201 black-box searches the way the paper's own scripts run them: the peer
+that ``bench_nb201_search.py`` times nasjax against.
+
+Dong & Yang, "NAS-Bench-201", ICLR 2020, Table 5; their scripts (AutoDL-Projects
+``exps/NATS-algos/random_wo_share.py``, ``regularized_ea.py``, ``reinforce.py``) work on
+architecture objects, draw with Python's ``random`` (REINFORCE: a PyTorch policy), and ask
+the benchmark's API for one architecture per step: the arch string is looked up in a
+dictionary, the record's metrics for ``hp="12"`` are gathered into a dictionary, and the
+search charges its simulated training time. This module does the same on the project's
+table (written here, not copied):
+
+* :class:`Cell`: an architecture object, nodes of ``(op, input)`` pairs, with its string;
+* :class:`TableAPI`: ``simulate_train_eval(arch)`` per query (string -> index -> record ->
+  metrics), and ``test_accuracy(arch)`` for the result;
+* :func:`random_search`, :func:`regularized_evolution` (population 10, tournament of 3
+  drawn with replacement, the reference's mutation: a node uniformly, then one of its
+  incoming edges, then a different op) and :func:`reinforce` (``torch``: logits
+  ``1e-3 * N(0, 1)``, Adam lr 0.01, the bias-corrected moving-average baseline, momentum
+  0.9), each under the protocol of :mod:`nasjax.search.tabular`: a query counts only if
+  the clock after paying its cost is still within the budget, and the first one that does
+  not fit ends the search.
+
+Each search returns ``{"test_acc", "best_reward", "num_queries", "time_s"}``.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+
+import numpy as np
+
+from nasjax.evaluation.tabular import DATASETS, NB201Table
+from nasjax.spaces.nb201 import NB201Space
+
+NODES = 3  # intermediate nodes 1..3; node i has inputs 0..i-1
+
+
+class Cell:
+    """An NB201 cell as the reference's ``CellStructure``: per node, ``(op, input)`` pairs."""
+
+    def __init__(self, nodes: list[list[tuple[str, int]]]) -> None:
+        self.nodes = nodes
+
+    def tostr(self) -> str:
+        """The official arch string, ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``."""
+        return "+".join(
+            "|" + "|".join(f"{op}~{src}" for op, src in node) + "|" for node in self.nodes
+        )
+
+    @classmethod
+    def random(cls, rng: random.Random, ops: tuple[str, ...]) -> Cell:
+        """Every edge's op uniformly at random."""
+        return cls(
+            [[(rng.choice(ops), src) for src in range(node)] for node in range(1, NODES + 1)]
+        )
+
+    def mutated(self, rng: random.Random, ops: tuple[str, ...]) -> Cell:
+        """The reference's mutation: a node uniformly, one of its incoming edges uniformly,
+        then a different op uniformly."""
+        nodes = [list(node) for node in self.nodes]
+        node = nodes[rng.randint(0, len(nodes) - 1)]
+        edge = rng.randint(0, len(node) - 1)
+        op = rng.choice(ops)
+        while op == node[edge][0]:
+            op = rng.choice(ops)
+        node[edge] = (op, node[edge][1])
+        return Cell(nodes)
+
+
+class ArchRecord:
+    """One architecture's results, as the API's per-architecture record."""
+
+    def __init__(self, reward: float, test: float, time_s: float) -> None:
+        self.reward, self.test, self.time_s = reward, test, time_s
+
+    def get_metrics(self, hp: str) -> dict:
+        """The ``hp``-epoch metrics the search reads: accuracy and the training time."""
+        if hp != "12":
+            raise ValueError(f"this table holds the 12-epoch rewards, not hp={hp!r}")
+        return {"accuracy": self.reward, "time": self.time_s, "epochs": int(hp)}
+
+
+class TableAPI:
+    """NAS-Bench-201 as the scripts see it: one Python query per searched architecture."""
+
+    def __init__(self, table: NB201Table, dataset: str) -> None:
+        space = NB201Space()
+        d = DATASETS.index(dataset)
+        reward, test, cost = (
+            np.asarray(a, np.float64) for a in (table.reward[d], table.test[d], table.cost)
+        )
+        codes = np.arange(space.size)
+        genotypes = np.asarray(space.from_index(codes))
+        self.ops = space.ops
+        self.index = {space.to_string(g): int(c) for g, c in zip(genotypes, codes)}
+        self.records = [
+            ArchRecord(float(r), float(t), float(c)) for r, t, c in zip(reward, test, cost)
+        ]
+
+    def simulate_train_eval(self, arch: Cell, hp: str = "12") -> tuple[float, float]:
+        """``(reward, simulated training seconds)`` of one query."""
+        info = self.records[self.index[arch.tostr()]].get_metrics(hp)
+        return info["accuracy"], info["time"]
+
+    def test_accuracy(self, arch: Cell) -> float:
+        """The 200-epoch test accuracy: the search's result for its best architecture."""
+        return self.records[self.index[arch.tostr()]].test
+
+
+def _result(
+    api: TableAPI, best: Cell | None, best_reward: float, queries: int, clock: float
+) -> dict:
+    return {
+        "test_acc": api.test_accuracy(best) if best is not None else math.nan,
+        "best_reward": best_reward,
+        "num_queries": queries,
+        "time_s": clock,
+    }
+
+
+def random_search(api: TableAPI, seed: int, budget_s: float) -> dict:
+    """Uniform random cells until the budget is spent."""
+    rng = random.Random(seed)
+    clock, queries, best, best_reward = 0.0, 0, None, -math.inf
+    while True:
+        arch = Cell.random(rng, api.ops)
+        reward, cost = api.simulate_train_eval(arch)
+        if clock + cost > budget_s:
+            break
+        clock, queries = clock + cost, queries + 1
+        if reward > best_reward:
+            best, best_reward = arch, reward
+    return _result(api, best, best_reward, queries, clock)
+
+
+class Model:
+    """A member of REA's population."""
+
+    def __init__(self, arch: Cell, accuracy: float) -> None:
+        self.arch, self.accuracy = arch, accuracy
+
+
+def regularized_evolution(
+    api: TableAPI, seed: int, budget_s: float, population_size: int = 10, sample_size: int = 3
+) -> dict:
+    """REA (Real et al., AAAI 2019) as the reference script: an aging deque population."""
+    rng = random.Random(seed)
+    population: collections.deque = collections.deque()
+    clock, queries, best, best_reward = 0.0, 0, None, -math.inf
+    while True:
+        if queries < population_size:
+            arch = Cell.random(rng, api.ops)
+        else:
+            sample = [rng.choice(population) for _ in range(sample_size)]
+            parent = max(sample, key=lambda member: member.accuracy)
+            arch = parent.arch.mutated(rng, api.ops)
+        reward, cost = api.simulate_train_eval(arch)
+        if clock + cost > budget_s:
+            break
+        clock, queries = clock + cost, queries + 1
+        population.append(Model(arch, reward))
+        if len(population) > population_size:
+            population.popleft()
+        if reward > best_reward:
+            best, best_reward = arch, reward
+    return _result(api, best, best_reward, queries, clock)
+
+
+def reinforce(
+    api: TableAPI,
+    seed: int,
+    budget_s: float,
+    learning_rate: float = 0.01,
+    momentum: float = 0.9,
+) -> dict:
+    """REINFORCE (Williams, 1992) with a PyTorch policy, one architecture per step."""
+    import torch
+
+    torch.manual_seed(seed)
+    edges = NODES * (NODES + 1) // 2
+    logits = torch.nn.Parameter(1e-3 * torch.randn(edges, len(api.ops)))
+    optimizer = torch.optim.Adam([logits], lr=learning_rate)
+    baseline_num = baseline_den = 0.0
+    clock, queries, best, best_reward = 0.0, 0, None, -math.inf
+    while True:
+        policy = torch.distributions.Categorical(logits=logits)
+        action = policy.sample()
+        log_prob = policy.log_prob(action).sum()
+        ops = [api.ops[i] for i in action.tolist()]
+        arch = Cell(
+            [[(ops[n * (n - 1) // 2 + src], src) for src in range(n)] for n in range(1, NODES + 1)]
+        )
+        reward, cost = api.simulate_train_eval(arch)
+        if clock + cost > budget_s:
+            break
+        clock, queries = clock + cost, queries + 1
+        if reward > best_reward:
+            best, best_reward = arch, reward
+        baseline_num = momentum * baseline_num + (1 - momentum) * reward
+        baseline_den = momentum * baseline_den + (1 - momentum)
+        loss = -log_prob * (reward - baseline_num / baseline_den)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return _result(api, best, best_reward, queries, clock)
+
+
+SEARCHES = {"random": random_search, "rea": regularized_evolution, "reinforce": reinforce}
+"""The peer of each nasjax strategy of Table 5."""
