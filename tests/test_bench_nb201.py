@@ -16,6 +16,7 @@ PER_STRATEGY = (
     "ours_compiled_ms_per_seed",
     "ours_first_call_ms_per_seed",
     "speedup_compiled",
+    "speedup_compiled_by_seeds",
     "speedup_incl_compile",
     "speedup_incl_compile_by_seeds",
 )
