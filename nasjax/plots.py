@@ -42,6 +42,41 @@ def plot_search_curve(
     return finish_figure(fig, ax, path, "architectures evaluated", ylabel, title, "lower right")
 
 
+def plot_front(
+    series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[bool]]],
+    path: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+) -> Path:
+    """Every evaluated point of each named series (faint) and its non-dominated points
+    joined as a step line (both axes maximised, e.g. accuracy against minus latency).
+
+    Args:
+      series: per name, ``(x, y, on_front)`` of every evaluated architecture.
+      path: where the PNG goes (written to a temporary name, then renamed).
+      xlabel: what ``x`` is.
+      ylabel: what ``y`` is.
+      title: the figure title.
+
+    Returns:
+      The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for i, (name, (x, y, front)) in enumerate(series.items()):
+        x, y, front = np.asarray(x, float), np.asarray(y, float), np.asarray(front, bool)
+        ax.scatter(x, y, s=10, alpha=0.35, c=f"C{i}")
+        order = np.argsort(x[front])
+        fx, fy = x[front][order], y[front][order]
+        ax.step(fx, fy, where="post", marker="o", c=f"C{i}", label=f"{name} front")
+    return finish_figure(fig, ax, path, xlabel, ylabel, title, "lower left")
+
+
 def finish_figure(
     fig: Any,
     ax: Any,
@@ -80,3 +115,99 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def plot_cell(
+    cells: dict[str, tuple[Sequence[str], Sequence[tuple[int, int, str]]]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    *,
+    absent: str = "none",
+) -> Path:
+    """Draws cells as graphs: numbered nodes left to right, one arrow per edge labelled
+    with its op (an edge whose op is ``absent`` is dashed and grey: no connection).
+
+    Args:
+      cells: per panel title (e.g. ``"normal"``, ``"reduce"``, or one ``"cell"``), the
+        node labels in drawing order and the edges as ``(source, target, op)`` indices
+        into those labels.
+      path: where the PNG goes (written to a temporary name, then renamed).
+      title: the figure title.
+      absent: the op name that means "no edge" (NAS-Bench-201's ``none``).
+
+    Returns:
+      The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    widest = max(len(nodes) for nodes, _ in cells.values())
+    fig, axes = plt.subplots(
+        len(cells), 1, figsize=(max(6.0, 1.9 * widest), 3.2 * len(cells)), dpi=120, squeeze=False
+    )
+    ops = sorted({op for _, edges in cells.values() for _, _, op in edges if op != absent})
+    colours = {op: f"C{i % 10}" for i, op in enumerate(ops)}
+    for ax, (name, (nodes, edges)) in zip(axes[:, 0], cells.items()):
+        _draw_cell(ax, nodes, edges, colours, absent)
+        ax.set_title(name if len(cells) > 1 or title is None else title, fontsize=10)
+    if title is not None and len(cells) > 1:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _draw_cell(
+    ax: Any,
+    nodes: Sequence[str],
+    edges: Sequence[tuple[int, int, str]],
+    colours: dict[str, str],
+    absent: str,
+) -> None:
+    """One cell on ``ax``: nodes on a line, neighbours joined straight, longer edges as
+    arcs alternating above and below (shortest first) so that they do not overlap."""
+    from matplotlib.patches import FancyArrowPatch
+
+    rad, sign = 0.42, 1.0
+    order = sorted(range(len(edges)), key=lambda e: (edges[e][1] - edges[e][0], edges[e][0]))
+    lift = [0.0] * len(edges)
+    for e in order:
+        if abs(edges[e][1] - edges[e][0]) > 1:
+            lift[e], sign = sign * rad, -sign
+    for e, (src, dst, op) in enumerate(edges):
+        faint = op == absent
+        colour = "0.7" if faint else colours[op]
+        arrow = FancyArrowPatch(
+            (src, 0.0),
+            (dst, 0.0),
+            connectionstyle=f"arc3,rad={-lift[e]}",
+            arrowstyle="-|>",
+            mutation_scale=12,
+            shrinkA=14,
+            shrinkB=14,
+            color=colour,
+            linestyle="--" if faint else "-",
+            linewidth=1.0 if faint else 1.8,
+        )
+        ax.add_patch(arrow)
+        # midpoint of arc3's quadratic Bezier: control point offset lift * length upward
+        x, y = (src + dst) / 2, lift[e] * abs(dst - src) / 2
+        ax.text(
+            x,
+            y,
+            op,
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="0.45" if faint else colour,
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.9},
+        )
+    for i, label in enumerate(nodes):
+        ax.scatter([i], [0.0], s=620, c="white", edgecolors="0.2", linewidths=1.5, zorder=3)
+        ax.text(i, 0.0, label, ha="center", va="center", fontsize=9, zorder=4)
+    span = max((abs(d - s) for s, d, _ in edges), default=1)
+    ax.set_xlim(-0.5, len(nodes) - 0.5)
+    ax.set_ylim(-rad * span / 2 - 0.3, rad * span / 2 + 0.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
