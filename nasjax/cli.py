@@ -1,4 +1,4 @@
-"""Command line: ``python -m nasjax {search,info}``.
+"""Command line: ``python -m nasjax {search,info,report}``.
 
 ``search`` runs a strategy over a space with a short training run as the fitness
 (maximised: the validation accuracy of an image space, minus the validation bits per byte
@@ -31,6 +31,7 @@ from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.kinds import DATA_KINDS, DataKind, Recipe
 from nasjax.flags import OneLineErrorParser, positive_float, positive_int, run_entry, seed
 from nasjax.plots import plot_search_curve
+from nasjax.report import write_report
 from nasjax.rundir import RunDir, write_json_atomic
 from nasjax.search import RESULTS_FILE, run_search
 from nasjax.search.bounds import bounded_evaluator, bounds_summary, check_bounds
@@ -92,12 +93,18 @@ def _info_parser(sub: Any) -> None:
     p.add_argument("--repeats", type=positive_int, default=20, help="timed calls for --latency")
 
 
+def _report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="rebuild a run folder's tables, plots and report.html")
+    p.add_argument("dir", help="a run folder: search, gradient, Pareto, compression or LLM")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``nasjax`` argument parser."""
     parser = OneLineErrorParser(prog="nasjax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
     _info_parser(sub)
+    _report_parser(sub)
     return parser
 
 
@@ -303,6 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parsed.append(args)
         if args.command == "info":
             print(json.dumps(info(_config(InfoConfig, args))))
+        elif args.command == "report":
+            done = write_report(args.dir)
+            print(f"{done['kind']} run, {done['evaluations']} evaluations; wrote", end=" ")
+            print(", ".join(done["files"]))
         else:
             summary = search(_config(SearchConfig, args))
             print(_report(summary))
