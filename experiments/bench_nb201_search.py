@@ -2,7 +2,7 @@
 them, compile included, and the whole Table 5 cold and with a warm compilation cache.
 
 Protocol (Dong & Yang, NAS-Bench-201, ICLR 2020, Table 5; see
-``../shared/data/nb201/README.md``): reward = 12-epoch validation accuracy, each query
+``nasjax/evaluation/data/nb201/README.md``): reward = 12-epoch validation accuracy, each query
 charged ``c10valid_train_time_s_200ep * 12 / 200`` simulated seconds, budget 12,000 s (a
 query counts only if ``clock + cost <= budget``), result = 200-epoch test accuracy of the
 best-reward architecture; CIFAR-10. For each strategy ``s`` of ``rea``, ``random``,

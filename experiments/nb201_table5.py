@@ -63,10 +63,9 @@ does (a node, then one of its incoming edges); ``rea_uniform_edge`` picks the ed
 uniformly (nasjax's default rule), compared with the same paper row."""
 PAPER_ROW = {"rea_uniform_edge": "rea"}
 """The paper's row a method is compared with, where its name differs."""
-# NAS-Bench-201 (ICLR 2020) Table 5, test accuracy (%) mean and std. CIFAR-10 as listed in
-# ../shared/data/nb201/README.md; CIFAR-100 / ImageNet16-120 from the same table.
-# CIFAR-10 rows as quoted in ../shared/data/nb201/README.md; the CIFAR-100 and ImageNet16-120
-# rows are the same Table 5's test columns (not yet in shared/REFERENCES.md: verify there).
+# NAS-Bench-201 (ICLR 2020) Table 5, test accuracy (%) mean and std. CIFAR-10 rows as quoted
+# in nasjax/evaluation/data/nb201/README.md; the CIFAR-100 and ImageNet16-120 rows are the
+# same Table 5's test columns (not yet in shared/REFERENCES.md: verify there).
 PAPER = {
     "cifar10": {
         "random": (93.70, 0.36),

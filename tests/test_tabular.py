@@ -3,6 +3,7 @@
 import csv
 import gzip
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +50,16 @@ def test_env_var_is_used(tmp_path, monkeypatch):
     monkeypatch.setenv(tabular.ENV_VAR, str(tmp_path / "env.csv.gz"))
     with pytest.raises(NasjaxError, match="env.csv.gz"):
         load_nb201()
+
+
+def test_default_is_the_packaged_table(monkeypatch):
+    """Without --nb201 or NASJAX_NB201 the table is the copy inside the package (a clone or
+    a wheel, no folder beside the checkout needed), with its provenance notes beside it."""
+    monkeypatch.delenv(tabular.ENV_VAR, raising=False)
+    package = Path(tabular.__file__).resolve().parents[1]  # nasjax/
+    assert tabular.resolve_path() == tabular.DEFAULT_PATH
+    assert tabular.DEFAULT_PATH.is_file() and tabular.DEFAULT_PATH.is_relative_to(package)
+    assert "Provenance and licences" in (tabular.DEFAULT_PATH.parent / "README.md").read_text()
 
 
 def test_missing_columns_named(tmp_path):

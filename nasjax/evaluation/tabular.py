@@ -2,9 +2,10 @@
 
 NAS-Bench-201 (Dong & Yang, ICLR 2020) trained all 15,625 cells of its space; a search
 over it is a sequence of table look-ups charged a *simulated* training time. This module
-reads the project's compact table (``../shared/data/nb201/nb201.csv.gz``, see its README)
-into arrays indexed by the genotype's dense code ``NB201Space().to_index(g)`` and runs the
-black-box protocol of the paper's Table 5 entirely in JAX:
+reads the project's compact table, shipped as package data (:data:`DEFAULT_PATH`,
+``nasjax/evaluation/data/nb201/nb201.csv.gz``; its README gives columns, provenance and
+licences), into arrays indexed by the genotype's dense code ``NB201Space().to_index(g)``
+and runs the black-box protocol of the paper's Table 5 entirely in JAX:
 
 * the reward of a query is the 12-epoch validation accuracy (``hp=12``),
 * each query costs the 12-epoch training time ``c10valid_train_time_s_200ep * 12 / 200``,
@@ -48,7 +49,8 @@ TEST_COLUMNS = {
 TIME_COLUMN = "c10valid_train_time_s_200ep"
 COST_EPOCHS = 12  # each query is charged the time of 12 of the 200 epochs
 ENV_VAR = "NASJAX_NB201"
-DEFAULT_PATH = Path(__file__).resolve().parents[2].parent / "shared/data/nb201/nb201.csv.gz"
+DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "nb201" / "nb201.csv.gz"
+"""The table that ships with nasjax (package data, in a clone and in an installed wheel)."""
 
 
 class NB201Table(NamedTuple):
@@ -111,8 +113,9 @@ def _open_table(file: Path) -> Iterator[Iterator[list[str]]]:
             yield csv.reader(f)
     except (EOFError, OSError, UnicodeDecodeError, zlib.error, csv.Error) as err:
         raise NasjaxError(
-            f"NAS-Bench-201 table {str(file)!r} is damaged: {_damage(err)}; copy it again "
-            f"from {DEFAULT_PATH.parent} or pass another with --nb201"
+            f"NAS-Bench-201 table {str(file)!r} is damaged: {_damage(err)}; nasjax ships a "
+            f"copy at {DEFAULT_PATH} (reinstall if that one is damaged), or pass another "
+            "with --nb201"
         ) from None
 
 
@@ -173,7 +176,7 @@ def load_nb201(path: str | os.PathLike | None = None) -> NB201Table:
 
     Args:
       path: the ``nb201.csv.gz`` file; if ``None``, the ``NASJAX_NB201`` environment
-        variable, else ``<repo>/../shared/data/nb201/nb201.csv.gz``.
+        variable, else the packaged copy :data:`DEFAULT_PATH`.
 
     Raises:
       NasjaxError: if the file is missing (naming the ``--nb201`` flag, the
