@@ -52,7 +52,27 @@ from nasjax.tasks import TASKS, Task, get_task
 from nasjax.text import TextData, load_text
 from nasjax.transformer_costs import flops_per_token, param_counts
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (written once, in ``pyproject.toml``); a source
+    checkout that was never installed reads it from the ``pyproject.toml`` beside it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("nasjax")
+    except metadata.PackageNotFoundError:
+        pass
+    import re
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    found = pyproject.is_file() and re.search(
+        r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE
+    )
+    return found.group(1) if found else "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "DATASETS",

@@ -93,6 +93,23 @@ def _info_parser(sub: Any) -> None:
     p.add_argument("--repeats", type=positive_int, default=20, help="timed calls for --latency")
 
 
+class _Version(argparse.Action):
+    """``--version``: nasjax's and JAX's versions and the devices JAX sees (on a CPU one per
+    core, unless ``XLA_FLAGS`` sets a count), one line on stdout, then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "print the version and devices, then exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from nasjax import __version__
+
+        devices = jax.devices()
+        kind = f"{len(devices)} {devices[0].platform} device{'s' * (len(devices) > 1)}"
+        print(f"nasjax {__version__} (jax {jax.__version__}, {kind})")
+        parser.exit()
+
+
 def _report_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="rebuild a run folder's tables, plots and report.html")
     p.add_argument("dir", help="a run folder: search, gradient, Pareto, compression or LLM")
@@ -101,6 +118,7 @@ def _report_parser(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``nasjax`` argument parser."""
     parser = OneLineErrorParser(prog="nasjax", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
     _info_parser(sub)
