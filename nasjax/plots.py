@@ -144,8 +144,13 @@ def plot_cell(
     import matplotlib.pyplot as plt
 
     widest = max(len(nodes) for nodes, _ in cells.values())
+    tall = max(np.ptp(_extent(edges)) for _, edges in cells.values()) + 2 * _MARGIN
+    width = max(
+        6.0, 1.6 * widest, 0.09 * len(title or "")
+    )  # height: the arcs' extent at the same scale, and a title
+    height = 0.85 * width * tall / widest + 0.5
     fig, axes = plt.subplots(
-        len(cells), 1, figsize=(max(6.0, 1.9 * widest), 3.2 * len(cells)), dpi=120, squeeze=False
+        len(cells), 1, figsize=(width, height * len(cells)), dpi=120, squeeze=False
     )
     ops = sorted({op for _, edges in cells.values() for _, _, op in edges if op != absent})
     colours = {op: f"C{i % 10}" for i, op in enumerate(ops)}
@@ -158,6 +163,26 @@ def plot_cell(
     return save_figure(fig, path)
 
 
+_ARC = 0.42  # arc3 curvature of non-adjacent edges: their height is _ARC * span / 2
+_MARGIN = 0.3  # room around the nodes and arcs, in node spacings
+
+
+def _lifts(edges: Sequence[tuple[int, int, str]]) -> list[float]:
+    """Each edge's arc3 curvature (positive: above): neighbours straight, longer edges
+    alternating above and below, shortest first, so that they do not overlap."""
+    sign, lift = 1.0, [0.0] * len(edges)
+    for e in sorted(range(len(edges)), key=lambda e: (edges[e][1] - edges[e][0], edges[e][0])):
+        if abs(edges[e][1] - edges[e][0]) > 1:
+            lift[e], sign = sign * _ARC, -sign
+    return lift
+
+
+def _extent(edges: Sequence[tuple[int, int, str]]) -> tuple[float, float]:
+    """The lowest and highest points of the arcs (0 for straight edges)."""
+    heights = [lift * abs(d - s) / 2 for lift, (s, d, _) in zip(_lifts(edges), edges)]
+    return min([0.0, *heights]), max([0.0, *heights])
+
+
 def _draw_cell(
     ax: Any,
     nodes: Sequence[str],
@@ -165,16 +190,10 @@ def _draw_cell(
     colours: dict[str, str],
     absent: str,
 ) -> None:
-    """One cell on ``ax``: nodes on a line, neighbours joined straight, longer edges as
-    arcs alternating above and below (shortest first) so that they do not overlap."""
+    """One cell on ``ax``: nodes on a line, edges straight or arcs (:func:`_lifts`)."""
     from matplotlib.patches import FancyArrowPatch
 
-    rad, sign = 0.42, 1.0
-    order = sorted(range(len(edges)), key=lambda e: (edges[e][1] - edges[e][0], edges[e][0]))
-    lift = [0.0] * len(edges)
-    for e in order:
-        if abs(edges[e][1] - edges[e][0]) > 1:
-            lift[e], sign = sign * rad, -sign
+    lift = _lifts(edges)
     for e, (src, dst, op) in enumerate(edges):
         faint = op == absent
         colour = "0.7" if faint else colours[op]
@@ -206,8 +225,8 @@ def _draw_cell(
     for i, label in enumerate(nodes):
         ax.scatter([i], [0.0], s=620, c="white", edgecolors="0.2", linewidths=1.5, zorder=3)
         ax.text(i, 0.0, label, ha="center", va="center", fontsize=9, zorder=4)
-    span = max((abs(d - s) for s, d, _ in edges), default=1)
+    low, high = _extent(edges)
     ax.set_xlim(-0.5, len(nodes) - 0.5)
-    ax.set_ylim(-rad * span / 2 - 0.3, rad * span / 2 + 0.3)
+    ax.set_ylim(low - _MARGIN, high + _MARGIN)
     ax.set_aspect("equal")
     ax.axis("off")

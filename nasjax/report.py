@@ -206,7 +206,8 @@ def _best_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def cell_drawing(space_name: str, arch: str) -> dict[str, tuple[list[str], list]] | None:
     """The cells of ``arch`` for :func:`nasjax.plots.plot_cell`, or ``None`` when the
     space has no cells (NAS-Bench-201: nodes 0..3, one op per edge; DARTS: the normal and
-    the reduction cell, inputs ``c_{k-2}``, ``c_{k-1}``, nodes 0..3 and the output)."""
+    the reduction cell: the two previous cells' outputs ``k-2`` and ``k-1``, nodes 0..3 and
+    ``out``, the concatenation of the nodes)."""
     if space_name not in SPACES:
         return None
     space = make_space(space_name)
@@ -215,7 +216,7 @@ def cell_drawing(space_name: str, arch: str) -> dict[str, tuple[list[str], list]
         cells = {}
         for name, pairs in zip(("normal cell", "reduction cell"), space.cells(genotype)):
             nodes = space.nodes
-            labels = ["c_{k-2}", "c_{k-1}", *map(str, range(nodes)), "c_{k}"]
+            labels = ["k-2", "k-1", *map(str, range(nodes)), "out"]
             edges = [(src, 2 + k // 2, op) for k, (op, src) in enumerate(pairs)]
             edges += [(2 + n, nodes + 2, "concat") for n in range(nodes)]
             cells[name] = (labels, edges)
@@ -368,7 +369,10 @@ th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
 code,td{font-family:ui-monospace,monospace}figure{margin:1em 0}
 img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
-.grid{display:flex;gap:2em;flex-wrap:wrap}
+.grid{display:flex;gap:2em;flex-wrap:wrap;align-items:flex-start}
+.grid section{flex:1 1 400px;min-width:0}
+.wide{overflow-x:auto;max-width:100%}td{overflow-wrap:anywhere}
+.pairs td:first-child{white-space:nowrap}
 """
 
 
@@ -378,7 +382,8 @@ def _html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c, '')))}</td>" for c in columns) + "</tr>"
         for r in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    kind = ' class="pairs"' if columns[0] in ("field", "setting") else ""
+    return f'<div class="wide"><table{kind}><tr>{head}</tr>{body}</table></div>'
 
 
 def _figure(path: Path) -> str:
@@ -401,18 +406,19 @@ def report_html(run: Path, kind: str, rows: list[dict[str, Any]], notes: list[st
     ]
     if (run / CELL_FILE).is_file():
         parts += ["<h2>Found cell</h2>", _figure(run / CELL_FILE)]
-    parts += [
-        "<h2>Result</h2>",
-        _html_table([{"field": k, "value": v} for k, v in head.items()], ["field", "value"]),
-    ]
-    settings = _settings(run, kind)
-    if settings:
-        pairs = [{"setting": k, "value": v} for k, v in settings.items()]
-        parts += ["<h2>Settings</h2>", _html_table(pairs, ["setting", "value"])]
     figures = [p for p in sorted(run.glob("*.png")) if p.name != CELL_FILE]
     if figures:
         parts += ["<h2>Figures</h2>", '<div class="grid">']
         parts += [_figure(p) for p in figures] + ["</div>"]
+    pairs = [{"field": k, "value": v} for k, v in head.items()]
+    parts += ['<div class="grid"><section><h2>Result</h2>']
+    parts += [_html_table(pairs, ["field", "value"]), "</section>"]
+    settings = _settings(run, kind)
+    if settings:
+        pairs = [{"setting": k, "value": v} for k, v in settings.items()]
+        parts += ["<section><h2>Settings</h2>", _html_table(pairs, ["setting", "value"])]
+        parts += ["</section>"]
+    parts += ["</div>"]
     best = _best_rows(rows)
     if best:
         parts += [f"<h2>Evaluations ({len(rows)}; best {len(best)} shown)</h2>"]
