@@ -405,7 +405,8 @@ def report_html(run: Path, kind: str, rows: list[dict[str, Any]], notes: list[st
         " <code>evaluations.csv</code>.</p>",
     ]
     if (run / CELL_FILE).is_file():
-        parts += ["<h2>Found cell</h2>", _figure(run / CELL_FILE)]
+        found = "Found cell" if kind in ("search", "gradient") else "Most accurate cell evaluated"
+        parts += [f"<h2>{found}</h2>", _figure(run / CELL_FILE)]
     figures = [p for p in sorted(run.glob("*.png")) if p.name != CELL_FILE]
     if figures:
         parts += ["<h2>Figures</h2>", '<div class="grid">']
