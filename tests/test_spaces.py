@@ -7,7 +7,6 @@ import csv
 import functools
 import gzip
 import os
-from pathlib import Path
 
 import chex
 import jax
@@ -17,6 +16,7 @@ import pytest
 from flax import traverse_util
 
 from nasjax.errors import NasjaxError
+from nasjax.evaluation import tabular
 from nasjax.objectives import network_cost
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.nb201 import NB201Space
@@ -24,12 +24,7 @@ from nasjax.spaces.nb201_net import EDGES, OPS, Cell, Edge, NB201Network
 from nasjax.tasks import TASKS, get_task
 
 SPACE = NB201Space()
-NB201_TABLE = Path(
-    os.environ.get(
-        "NASJAX_NB201",
-        Path(__file__).resolve().parents[1].parent / "shared/data/nb201/nb201.csv.gz",
-    )
-)
+NB201_TABLE = tabular.resolve_path()  # the packaged table unless NASJAX_NB201 names another
 
 BEST_C10 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 BEST_C10_INDEX = 6111  # official NAS-Bench-201 index
