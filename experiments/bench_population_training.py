@@ -130,8 +130,9 @@ def torch_network(genotype: np.ndarray, channels: int, cells_per_stage: int, cla
     return Network()
 
 
-SMOKE_STEPS = 4
-"""``--smoke`` (for tests): at most this many steps, and C=4."""
+SMOKE_STEPS = 6
+"""``--smoke`` (for tests): at most this many steps, and C=4: with ``--population 2`` the
+recipe of ``python -m nasjax search --smoke``, so a test shares its compiled programs."""
 
 
 def torch_train(genotype, data, indices: np.ndarray, config: TrainConfig, seed: int) -> dict:
@@ -296,7 +297,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cells-per-stage", type=positive_int, default=1)
     p.add_argument("--member-batch", type=positive_int, default=1, help="members vmapped together")
     p.add_argument("--out", default="runs/bench_population.json", help="JSON output")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (C=4, 4 steps)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (C=4, 6 steps)")
     args = p.parse_sized(argv, {"channels": 4})
     try:
         import torch  # noqa: F401

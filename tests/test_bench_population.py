@@ -31,6 +31,8 @@ def test_torch_network_has_the_decoded_parameter_count(bench):
 
 @pytest.mark.slow
 def test_smoke_run_writes_the_figures(bench, tmp_path):
+    # the recipe of the CLI's --smoke search (tests/test_cli.py, test_training.py): the
+    # persistent cache serves the two programs to whichever of them runs second
     args = argparse.Namespace(
         population=2, batch_size=100, channels=4, cells_per_stage=1, member_batch=1, smoke=True
     )
