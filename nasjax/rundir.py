@@ -410,7 +410,8 @@ class RunDir:
         meta = restored["meta"]
         if tree_checksum(restored["state"]) != meta["sha256"]:
             raise ValueError("checksum mismatch")
-        return restored["state"], int(meta["num_lines"])
+        state = jax.tree.map(_placed_like, restored["state"], target)
+        return state, int(meta["num_lines"])
 
     @_holds_sigint
     def truncate(self, num_lines: int) -> None:
@@ -505,3 +506,17 @@ class RunDir:
                 f"interrupted at {self.unit} {done + 1} ({done} saved in {self.out}); "
                 "resume with --resume"
             ) from None
+
+
+def _placed_like(restored: Any, target: Any) -> Any:
+    """``restored`` uncommitted where ``target`` is: orbax commits every restored array to
+    a device, and jit keys its programs on that (a resumed run would compile its step
+    again, as another program, where the run it continues had compiled it)."""
+    if not (isinstance(target, jax.Array) and isinstance(restored, jax.Array)):
+        return restored
+    if target.committed or not restored.is_fully_addressable:
+        return restored
+    if jax.dtypes.issubdtype(restored.dtype, jax.dtypes.prng_key):
+        data = np.asarray(jax.random.key_data(restored))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(restored))
+    return jax.numpy.asarray(np.asarray(restored))
