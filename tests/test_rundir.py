@@ -89,6 +89,25 @@ def test_resume_continues_exactly(tmp_path):
         assert run.read_log() == [{"step": 1}, {"step": 2}]
 
 
+def test_restored_arrays_are_placed_as_the_fresh_state(tmp_path):
+    """Uncommitted where the fresh state is (jit would key another program on committed
+    arguments: a resumed run would compile its step again), committed where it is."""
+    import jax
+
+    device = jax.devices()[0]
+    fresh = {"a": jnp.arange(3), "key": jax.random.key(1), "on": jax.device_put(1.0, device)}
+    with open_run(tmp_path) as run:
+        run.save(1, fresh)
+    with open_run(tmp_path, resume=True) as run:
+        _, state = run.restore(fresh)
+    assert not state["a"].committed and not state["key"].committed and state["on"].committed
+    np.testing.assert_array_equal(state["a"], fresh["a"])
+    assert jax.random.key_impl(state["key"]) == jax.random.key_impl(fresh["key"])
+    np.testing.assert_array_equal(
+        jax.random.key_data(state["key"]), jax.random.key_data(fresh["key"])
+    )
+
+
 def test_resume_without_checkpoint_starts_anew_with_a_note(tmp_path, capsys):
     out = tmp_path / "new"
     start, _ = run_steps(out, [1], resume=True)
