@@ -65,10 +65,13 @@ class Loop:
         return entry(self.target)(argv)
 
 
+# Both loops run the settings of another test's smoke run (tests/test_cli.py's smoke
+# search, tests/test_darts_experiment.py's gdas), whose compiled programs the persistent
+# cache then serves here.
 LOOPS = {
     "nb201": Loop(
         "nasjax",
-        ("search", "--smoke", "--dataset", "digits", "--seed", "3", "--no-progress"),
+        ("search", "--smoke", "--dataset", "mnist1d", "--seed", "3", "--no-progress"),
         "results.jsonl",
         "summary.json",
         "generation",
