@@ -209,6 +209,17 @@ class SearchSpace:
         """Per-decision one-hot weights ``[..., D, max_choices]`` (the supernet's input)."""
         return jax.nn.one_hot(genotype, self.max_choices, dtype=dtype)
 
+    def path_encoding(self, genotype: jnp.ndarray) -> jnp.ndarray:
+        """Features of genotypes ``int32[..., D]`` for a performance predictor, ``float32[..., F]``.
+
+        Jittable. This default is the flattened :meth:`one_hot` (``F = D * max_choices``),
+        the adjacency-style encoding White et al. (BANANAS, AAAI 2021) compare with; a
+        space whose genotype is a cell graph overrides it with their *path encoding*
+        (e.g. NAS-Bench-201).
+        """
+        g = jnp.asarray(genotype, jnp.int32)
+        return self.one_hot(g).reshape(g.shape[:-1] + (self.num_decisions * self.max_choices,))
+
     # ----------------------------------------------------------------- space-specific
     def to_string(self, genotype: object) -> str:
         """Human-readable string of a genotype; subclasses use their paper's notation."""

@@ -123,6 +123,9 @@ class SpaceContract(Protocol):
     def one_hot(self, genotype: jax.Array, dtype: Any = ...) -> jax.Array:
         """``[..., D, max_choices]`` one-hot weights."""
 
+    def path_encoding(self, genotype: jax.Array) -> jax.Array:
+        """``float32[..., F]`` predictor features (BANANAS' path encoding or a one-hot)."""
+
     # ---------------------------------------------------------------- networks
     @property
     def default_size(self) -> dict[str, int]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import NasjaxError
@@ -98,6 +100,50 @@ class NB201Space(SearchSpace):
                     )
                 genotype[EDGES.index((src, node))] = OPS.index(op)
         return genotype
+
+    def cell_paths(self) -> list[tuple[int, ...]]:
+        """Every input->output path of the cell as a tuple of edge indices, shortest first:
+        ``(3,), (0, 4), (1, 5), (0, 2, 5)`` for NAS-Bench-201's 4-node cell."""
+        out_node = max(dst for _, dst in self.edges)
+        paths: list[tuple[int, ...]] = []
+        stack: list[tuple[int, tuple[int, ...]]] = [(0, ())]
+        while stack:
+            node, path = stack.pop()
+            if node == out_node:
+                paths.append(path)
+                continue
+            for e, (src, dst) in enumerate(self.edges):
+                if src == node:
+                    stack.append((dst, path + (e,)))
+        return sorted(paths, key=lambda p: (len(p), p))
+
+    def path_encoding(self, genotype: jnp.ndarray) -> jnp.ndarray:
+        """BANANAS' path encoding (White, Neiswanger & Savani, AAAI 2021), ``float32[..., F]``.
+
+        One binary feature per possible op sequence along an input->output path of the cell
+        (lengths 1, 2, 3; ``none`` excluded, since a path through ``none`` carries nothing):
+        ``F = 4 + 4**2 + 4**3 = 84``. A feature is 1 when some path of the cell carries that
+        op sequence. Jittable, batched over leading axes.
+        """
+        g = jnp.asarray(genotype, jnp.int32)
+        live_ops = [i for i, op in enumerate(self.ops) if op != "none"]
+        lut = np.full(len(self.ops), -1, np.int32)
+        lut[live_ops] = np.arange(len(live_ops))
+        lut_j, n = jnp.asarray(lut), len(live_ops)
+        lengths = sorted({len(p) for p in self.cell_paths()})
+        offsets = dict(zip(lengths, np.cumsum([0] + [n**k for k in lengths])[:-1].tolist()))
+        size = sum(n**k for k in lengths)
+        features = jnp.zeros(g.shape[:-1] + (size,), jnp.float32)
+        for path in self.cell_paths():
+            ops = lut_j[g[..., list(path)]]
+            code = offsets[len(path)] + jnp.sum(
+                jnp.maximum(ops, 0) * jnp.asarray([n**k for k in range(len(path))]), axis=-1
+            )
+            alive = jnp.all(ops >= 0, axis=-1)
+            features = jnp.maximum(
+                features, jax.nn.one_hot(code, size) * alive[..., None].astype(jnp.float32)
+            )
+        return features
 
     def chosen_ops(self, genotype: object) -> list[str]:
         """The op names of a genotype's edges, in edge order."""

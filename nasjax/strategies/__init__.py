@@ -16,6 +16,7 @@ from typing import Any
 
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.spaces.base import SearchSpace
+from nasjax.strategies.bananas import BananasState, bananas
 from nasjax.strategies.base import BestSoFar, Strategy, sanitize_fitness
 from nasjax.strategies.constraints import (
     check_bound_satisfiable,
@@ -23,6 +24,7 @@ from nasjax.strategies.constraints import (
     is_feasible,
 )
 from nasjax.strategies.evolution import EvolutionState, regularized_evolution
+from nasjax.strategies.local_search import LocalSearchState, local_search
 from nasjax.strategies.nsga2 import NSGA2State, nsga2
 from nasjax.strategies.proxy_guided import ProxyGuidedState, proxy_guided_evolution
 from nasjax.strategies.random_search import RandomSearchState, random_search
@@ -33,6 +35,8 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "rea": regularized_evolution,
     "reinforce": reinforce,
     "nsga2": nsga2,
+    "bananas": bananas,
+    "local_search": local_search,
 }
 
 
@@ -62,8 +66,10 @@ def make_strategy(name: str, space: SearchSpace, **kwargs: Any) -> Strategy:
 
 __all__ = [
     "STRATEGIES",
+    "BananasState",
     "BestSoFar",
     "EvolutionState",
+    "LocalSearchState",
     "NSGA2State",
     "ProxyGuidedState",
     "RandomSearchState",
@@ -71,7 +77,9 @@ __all__ = [
     "Strategy",
     "check_bound_satisfiable",
     "constrained_fitness",
+    "bananas",
     "is_feasible",
+    "local_search",
     "make_strategy",
     "nsga2",
     "proxy_guided_evolution",
