@@ -35,7 +35,6 @@ Writes ``OUT/results.json`` (``spearman[proxy][dataset]``, throughput, guided se
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from nasjax.evaluation.proxies import DATA_FREE, PROXIES, score_one, score_popul
 from nasjax.evaluation.tabular import TEST_COLUMNS, load_nb201, load_nb201_columns
 from nasjax.flags import OneLineErrorParser, check_memory, positive_int, run_script, seed
 from nasjax.plots import save_figure
-from nasjax.rundir import check_out_folder, write_json_atomic
+from nasjax.rundir import check_out_folder, write_json_atomic, write_text_atomic
 from nasjax.search.tabular import run_seeds, seed_bytes
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.stats import spearman
@@ -299,9 +298,7 @@ def write_markdown(path: Path, results: dict, args: argparse.Namespace) -> None:
             "Data-dependent proxies ran on: "
             + "; ".join(f"{d}: {src}" for d, src in results["data"].items()),
         ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from nasjax.errors import NasjaxError
 from nasjax.evaluation.kinds import DATA_KINDS
 from nasjax.pareto import pareto_mask
 from nasjax.plots import plot_cell, plot_front, plot_search_curve
-from nasjax.rundir import RUN_CONFIG_FILE
+from nasjax.rundir import RUN_CONFIG_FILE, write_text_atomic
 from nasjax.search import RESULTS_FILE
 from nasjax.spaces import SPACES, make_space
 
@@ -149,18 +148,6 @@ def evaluation_rows(run: Path, kind: str) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------- writing
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Text to a temporary file beside ``path``, then renamed over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv_text(rows: list[dict[str, Any]]) -> str:
     columns: dict[str, None] = {}
     for row in rows:
@@ -455,12 +442,12 @@ def write_report(run_dir: str | os.PathLike) -> dict[str, Any]:
     notes = _plots(run, kind, rows)
     written = []
     if rows:
-        _write_text_atomic(run / "evaluations.csv", _csv_text(rows))
+        write_text_atomic(run / "evaluations.csv", _csv_text(rows))
         written.append(run / "evaluations.csv")
     if kind != "llm" or not (run / "results.md").is_file():
-        _write_text_atomic(run / "results.md", results_markdown(run, kind, rows))
+        write_text_atomic(run / "results.md", results_markdown(run, kind, rows))
         written.append(run / "results.md")
     written += [run / name for name in PLOTS if (run / name).is_file()]
-    _write_text_atomic(run / "report.html", report_html(run, kind, rows, notes))
+    write_text_atomic(run / "report.html", report_html(run, kind, rows, notes))
     written.append(run / "report.html")
     return {"kind": kind, "evaluations": len(rows), "files": [str(p) for p in written]}

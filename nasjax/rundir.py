@@ -49,20 +49,25 @@ CHECKPOINT_DIR = "checkpoints"
 MAX_TO_KEEP = 2
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int = 2) -> None:
-    """Writes JSON to a temporary file beside ``path`` and renames it over ``path``, so a
-    reader never sees a half-written file (a payload that is not JSON raises first)."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` (UTF-8) to a temporary file beside ``path`` and renames it over
+    ``path``, so a reader never sees a half-written file; the folder is created."""
     path = Path(path)
-    text = json.dumps(payload, indent=indent, sort_keys=True) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int = 2) -> None:
+    """Writes JSON atomically (:func:`write_text_atomic`; a payload that is not JSON raises
+    before anything is written)."""
+    write_text_atomic(path, json.dumps(payload, indent=indent, sort_keys=True) + "\n")
 
 
 def read_json_record(
