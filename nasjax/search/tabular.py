@@ -189,28 +189,10 @@ def run_seeds(
       :func:`simulate`'s outputs with a leading seed axis ``S``.
     """
     reward, test, cost = table.arrays(dataset)
-    if not budget_s > 0:
-        raise NasjaxError(f"budget must be > 0 seconds, got {budget_s}")
-    if max_queries is None:
-        max_queries = max_queries_for(budget_s, table.min_cost)
-    return _run_seeds(strategy, reward, test, cost, keys, budget_s, max_queries=max_queries)
-
-
-@partial(jax.jit, static_argnames=("strategy", "max_queries"))
-def _run_seeds(
-    strategy: Strategy,
-    reward: jax.Array,
-    test: jax.Array,
-    cost: jax.Array,
-    keys: jax.Array,
-    budget_s: float,
-    *,
-    max_queries: int,
-) -> dict[str, jax.Array]:
-    def one(key: jax.Array) -> dict[str, jax.Array]:
-        return simulate(strategy, reward, test, cost, key, budget_s, max_queries=max_queries)
-
-    return jax.vmap(one)(keys)
+    max_queries = _scan_length(table, budget_s, max_queries)
+    return _searches(
+        strategy, reward, test, cost, keys, budget_s, max_queries=max_queries, one_dataset=True
+    )
 
 
 def run_datasets(
@@ -233,22 +215,32 @@ def run_datasets(
       :func:`simulate`'s outputs with leading axes ``[len(DATASETS), S]``; row ``k`` equals
       ``run_seeds(strategy, table, DATASETS[k], keys[k])``.
     """
-    if not budget_s > 0:
-        raise NasjaxError(f"budget must be > 0 seconds, got {budget_s}")
     if jnp.shape(keys)[:1] != (len(DATASETS),):
         raise NasjaxError(
             f"keys must have shape ({len(DATASETS)}, seeds), one row per dataset of "
             f"{', '.join(DATASETS)}; got {jnp.shape(keys)}"
         )
-    if max_queries is None:
-        max_queries = max_queries_for(budget_s, table.min_cost)
-    return _run_datasets(
-        strategy, table.reward, table.test, table.cost, keys, budget_s, max_queries=max_queries
+    max_queries = _scan_length(table, budget_s, max_queries)
+    return _searches(
+        strategy,
+        table.reward,
+        table.test,
+        table.cost,
+        keys,
+        budget_s,
+        max_queries=max_queries,
+        one_dataset=False,
     )
 
 
-@partial(jax.jit, static_argnames=("strategy", "max_queries"))
-def _run_datasets(
+def _scan_length(table: NB201Table, budget_s: float, max_queries: int | None) -> int:
+    if not budget_s > 0:
+        raise NasjaxError(f"budget must be > 0 seconds, got {budget_s}")
+    return max_queries_for(budget_s, table.min_cost) if max_queries is None else max_queries
+
+
+@partial(jax.jit, static_argnames=("strategy", "max_queries", "one_dataset"))
+def _searches(
     strategy: Strategy,
     reward: jax.Array,
     test: jax.Array,
@@ -257,14 +249,20 @@ def _run_datasets(
     budget_s: float,
     *,
     max_queries: int,
+    one_dataset: bool,
 ) -> dict[str, jax.Array]:
+    """The searches of ``keys [K, S]`` on the rows ``reward, test [K, N]`` (``[S]`` and
+    ``[N]`` with ``one_dataset``)."""
+    if one_dataset:
+        reward, test, keys = reward[None], test[None], keys[None]
+
     def one(reward_row: jax.Array, test_row: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
         return simulate(
             strategy, reward_row, test_row, cost, key, budget_s, max_queries=max_queries
         )
 
-    per_seed = jax.vmap(one, in_axes=(None, None, 0))
-    return jax.vmap(per_seed)(reward, test, keys)
+    out = jax.vmap(jax.vmap(one, in_axes=(None, None, 0)))(reward, test, keys)
+    return jax.tree.map(lambda x: x[0], out) if one_dataset else out
 
 
 @partial(jax.jit, static_argnames=("strategy", "num_queries"))
