@@ -109,30 +109,41 @@ class TableAPI:
         return self.records[self.index[arch.tostr()]].test
 
 
-def _result(
-    api: TableAPI, best: Cell | None, best_reward: float, queries: int, clock: float
-) -> dict:
-    return {
-        "test_acc": api.test_accuracy(best) if best is not None else math.nan,
-        "best_reward": best_reward,
-        "num_queries": queries,
-        "time_s": clock,
-    }
+class Tracker:
+    """The protocol's bookkeeping, as the scripts keep it: the simulated clock, the number
+    of counted queries and the best-reward architecture."""
+
+    def __init__(self, api: TableAPI, budget_s: float) -> None:
+        self.api, self.budget_s = api, budget_s
+        self.clock, self.queries, self.best, self.best_reward = 0.0, 0, None, -math.inf
+
+    def query(self, arch: Cell) -> float | None:
+        """Trains ``arch`` (a table query): its reward, or ``None`` once the budget is spent
+        (the query that does not fit is not counted, and the search ends)."""
+        reward, cost = self.api.simulate_train_eval(arch)
+        if self.clock + cost > self.budget_s:
+            return None
+        self.clock, self.queries = self.clock + cost, self.queries + 1
+        if reward > self.best_reward:
+            self.best, self.best_reward = arch, reward
+        return reward
+
+    def result(self) -> dict:
+        """The search's outputs: the best-reward architecture's test accuracy and more."""
+        return {
+            "test_acc": self.api.test_accuracy(self.best) if self.best is not None else math.nan,
+            "best_reward": self.best_reward,
+            "num_queries": self.queries,
+            "time_s": self.clock,
+        }
 
 
 def random_search(api: TableAPI, seed: int, budget_s: float) -> dict:
     """Uniform random cells until the budget is spent."""
-    rng = random.Random(seed)
-    clock, queries, best, best_reward = 0.0, 0, None, -math.inf
-    while True:
-        arch = Cell.random(rng, api.ops)
-        reward, cost = api.simulate_train_eval(arch)
-        if clock + cost > budget_s:
-            break
-        clock, queries = clock + cost, queries + 1
-        if reward > best_reward:
-            best, best_reward = arch, reward
-    return _result(api, best, best_reward, queries, clock)
+    rng, tracker = random.Random(seed), Tracker(api, budget_s)
+    while tracker.query(Cell.random(rng, api.ops)) is not None:
+        pass
+    return tracker.result()
 
 
 class Model:
@@ -146,26 +157,21 @@ def regularized_evolution(
     api: TableAPI, seed: int, budget_s: float, population_size: int = 10, sample_size: int = 3
 ) -> dict:
     """REA (Real et al., AAAI 2019) as the reference script: an aging deque population."""
-    rng = random.Random(seed)
+    rng, tracker = random.Random(seed), Tracker(api, budget_s)
     population: collections.deque = collections.deque()
-    clock, queries, best, best_reward = 0.0, 0, None, -math.inf
     while True:
-        if queries < population_size:
+        if tracker.queries < population_size:
             arch = Cell.random(rng, api.ops)
         else:
             sample = [rng.choice(population) for _ in range(sample_size)]
             parent = max(sample, key=lambda member: member.accuracy)
             arch = parent.arch.mutated(rng, api.ops)
-        reward, cost = api.simulate_train_eval(arch)
-        if clock + cost > budget_s:
-            break
-        clock, queries = clock + cost, queries + 1
+        reward = tracker.query(arch)
+        if reward is None:
+            return tracker.result()
         population.append(Model(arch, reward))
         if len(population) > population_size:
             population.popleft()
-        if reward > best_reward:
-            best, best_reward = arch, reward
-    return _result(api, best, best_reward, queries, clock)
 
 
 def reinforce(
@@ -183,28 +189,24 @@ def reinforce(
     logits = torch.nn.Parameter(1e-3 * torch.randn(edges, len(api.ops)))
     optimizer = torch.optim.Adam([logits], lr=learning_rate)
     baseline_num = baseline_den = 0.0
-    clock, queries, best, best_reward = 0.0, 0, None, -math.inf
+    tracker = Tracker(api, budget_s)
     while True:
         policy = torch.distributions.Categorical(logits=logits)
         action = policy.sample()
         log_prob = policy.log_prob(action).sum()
         ops = [api.ops[i] for i in action.tolist()]
-        arch = Cell(
-            [[(ops[n * (n - 1) // 2 + src], src) for src in range(n)] for n in range(1, NODES + 1)]
-        )
-        reward, cost = api.simulate_train_eval(arch)
-        if clock + cost > budget_s:
-            break
-        clock, queries = clock + cost, queries + 1
-        if reward > best_reward:
-            best, best_reward = arch, reward
+        nodes = [
+            [(ops[n * (n - 1) // 2 + src], src) for src in range(n)] for n in range(1, NODES + 1)
+        ]
+        reward = tracker.query(Cell(nodes))
+        if reward is None:
+            return tracker.result()
         baseline_num = momentum * baseline_num + (1 - momentum) * reward
         baseline_den = momentum * baseline_den + (1 - momentum)
         loss = -log_prob * (reward - baseline_num / baseline_den)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return _result(api, best, best_reward, queries, clock)
 
 
 SEARCHES = {"random": random_search, "rea": regularized_evolution, "reinforce": reinforce}
