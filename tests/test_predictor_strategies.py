@@ -78,7 +78,7 @@ def test_jit_matches_eager_on_a_generic_space(name, kwargs):
     def rounds(init, ask, tell):
         state = init(jax.random.key(3))
         asks = []
-        for k in jax.random.split(jax.random.key(4), 12):
+        for k in jax.random.split(jax.random.key(4), 7):
             population, state = ask(k, state)
             state, _ = tell(state, population, jnp.sum(population, -1).astype(jnp.float32))
             asks.append(population)

@@ -18,9 +18,10 @@ scratch for every query (the paper refits every 10 queries, proposing 10 at a ti
 ``ask`` continues training for ``train_steps`` Adam steps on minibatches of the history
 (warm start). Under ``vmap`` over seeds a ``lax.cond`` "refit every k queries" would run
 both branches anyway, so a small constant amount of training per query is the cheap way:
-measured on a 2-core CPU, 200 seeds x 3 datasets of the NAS-Bench-201 Table 5 protocol in
-about a minute. Fitness is MAXIMISED; NaN fitness is treated as ``-inf`` and never trains
-the predictor.
+200 seeds x 3 datasets of the NAS-Bench-201 Table 5 protocol take ~2.5 minutes of CPU
+(``experiments/predictor_nb201.py``; twice the training per query, ``train_steps=20``,
+doubles that without a clear gain). Fitness is MAXIMISED; NaN fitness is treated as
+``-inf`` and never trains the predictor.
 """
 
 from __future__ import annotations
