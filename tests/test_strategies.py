@@ -17,6 +17,8 @@ from nasjax.strategies import (
     STRATEGIES,
     BestSoFar,
     Strategy,
+    bananas,
+    local_search,
     make_strategy,
     nsga2,
     random_search,
@@ -80,6 +82,8 @@ def test_registry_and_factories():
         "rea": regularized_evolution,
         "reinforce": reinforce,
         "nsga2": nsga2,
+        "bananas": bananas,
+        "local_search": local_search,
     }
     for name in NAMES:
         strategy = make_strategy(name, SPACE)
