@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.errors import check_choice
-from nasjax.evaluation.tabular import DATASETS, load_nb201
+from nasjax.evaluation.tabular import DATASETS, NB201Table, load_nb201
 from nasjax.flags import (
     OneLineErrorParser,
     check_memory,
@@ -105,22 +105,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> tuple[dict, dict]:
-    """All searches; returns (results for results.json, curves for the plot).
-
-    Each method is one compiled program: with ``--dataset all`` its searches on the three
-    datasets (other columns of the same table) run in one call of
-    :func:`~nasjax.search.tabular.run_datasets`."""
+    """All searches; returns (results for results.json, curves for the plot)."""
     check_out_folder(args.out, create=False)
     table = load_nb201(args.nb201)
     check_memory("--seeds", args.seeds, len(DATASETS) * seed_bytes(args.budget, table.min_cost))
-    datasets = DATASETS if args.dataset == "all" else (args.dataset,)
+    results, curves = search_methods(METHODS, table, args)
+    for dataset in curves:
+        results[dataset]["optimal"] = float(np.max(np.asarray(table.arrays(dataset)[1])))
+        results[dataset]["paper"] = {
+            k: ({"mean": v[0], "std": v[1]} if isinstance(v, tuple) else v)
+            for k, v in PAPER[dataset].items()
+        }
+    results["protocol"] = dict(PROTOCOL, budget_s=args.budget, seeds=args.seeds)
+    return results, curves
+
+
+PROTOCOL = {
+    "reward": "12-epoch validation accuracy",
+    "cost": "c10valid_train_time_s_200ep * 12 / 200 per query",
+    "result": "200-epoch test accuracy of the best-reward architecture",
+    "paper": "Dong & Yang, NAS-Bench-201, ICLR 2020, Table 5",
+}
+
+
+def search_methods(methods: dict, table: NB201Table, args: argparse.Namespace) -> tuple[dict, dict]:
+    """Every method of ``methods`` (name -> (strategy, settings)) on ``args.dataset`` (or
+    all three) for ``args.seeds`` seeds: one compiled program per method, its datasets in
+    one call (:func:`~nasjax.search.tabular.run_datasets`).
+
+    Returns:
+      ``({dataset: {name: {"mean", "std", "n", "mean_queries", "wall_s", "settings"}}},
+      {dataset: {name: (time grid, best-so-far curves)}})``.
+    """
     space = NB201Space()
+    datasets = DATASETS if args.dataset == "all" else (args.dataset,)
     results: dict = {d: {} for d in datasets}
     curves: dict = {d: {} for d in datasets}
-    for s_i, (name, (strategy_name, kwargs)) in enumerate(METHODS.items()):
+    for m_i, (name, (strategy_name, kwargs)) in enumerate(methods.items()):
         strategy = make_strategy(strategy_name, space, **kwargs)
         keys = jnp.stack(
-            [cell_keys(args.seed, DATASETS.index(d), s_i, args.seeds) for d in datasets]
+            [cell_keys(args.seed, DATASETS.index(d), m_i, args.seeds) for d in datasets]
         )
         t0 = time.perf_counter()
         if args.dataset == "all":
@@ -142,20 +166,6 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
                 "settings": {"strategy": strategy_name, **kwargs},
             }
             curves[dataset][name] = (out["time_grid"][k, 0], out["curve"][k])
-    for dataset in datasets:
-        results[dataset]["optimal"] = float(np.max(np.asarray(table.arrays(dataset)[1])))
-        results[dataset]["paper"] = {
-            k: ({"mean": v[0], "std": v[1]} if isinstance(v, tuple) else v)
-            for k, v in PAPER[dataset].items()
-        }
-    results["protocol"] = {
-        "budget_s": args.budget,
-        "seeds": args.seeds,
-        "reward": "12-epoch validation accuracy",
-        "cost": "c10valid_train_time_s_200ep * 12 / 200 per query",
-        "result": "200-epoch test accuracy of the best-reward architecture",
-        "paper": "Dong & Yang, NAS-Bench-201, ICLR 2020, Table 5",
-    }
     return results, curves
 
 

@@ -54,10 +54,9 @@ from nasjax.flags import (
     run_script,
     seed,
 )
-from nasjax.rundir import check_out_folder, write_json_atomic
-from nasjax.search.tabular import DEFAULT_BUDGET_S, run_datasets, run_seeds, seed_bytes
+from nasjax.rundir import check_out_folder, write_json_atomic, write_text_atomic
+from nasjax.search.tabular import DEFAULT_BUDGET_S, seed_bytes
 from nasjax.spaces.nb201 import NB201Space
-from nasjax.strategies import make_strategy
 from nasjax.strategies.bananas import ACQUISITIONS, mlp_ensemble
 
 HERE = Path(__file__).resolve().parent
@@ -159,42 +158,12 @@ def predictor_kendall_tau(
 def run(args: argparse.Namespace) -> tuple[dict, dict]:
     """All searches and the Kendall check; returns (results for results.json, curves)."""
     check_out_folder(args.out, create=False)
-    space = NB201Space()
     chosen = methods(args)
-    strategies = {name: make_strategy(s, space, **kw) for name, (s, kw) in chosen.items()}
     table = load_nb201(args.nb201)
     per_seed = seed_bytes(args.budget, table.min_cost) + STATE_BYTES
     check_memory("--seeds", args.seeds, len(DATASETS) * per_seed)
-    datasets = DATASETS if args.dataset == "all" else (args.dataset,)
-    results: dict = {d: {} for d in datasets}
-    curves: dict = {d: {} for d in datasets}
-    for m_i, (name, strategy) in enumerate(strategies.items()):
-        keys = jnp.stack(
-            [
-                nb201_table5.cell_keys(args.seed, DATASETS.index(d), m_i, args.seeds)
-                for d in datasets
-            ]
-        )
-        t0 = time.perf_counter()
-        if args.dataset == "all":
-            out = run_datasets(strategy, table, keys, args.budget)
-        else:
-            out = jax.tree.map(
-                lambda x: x[None], run_seeds(strategy, table, datasets[0], keys[0], args.budget)
-            )
-        out = jax.tree.map(np.asarray, out)
-        wall = time.perf_counter() - t0
-        for k, dataset in enumerate(datasets):
-            acc = out["test_acc"][k].astype(np.float64)
-            results[dataset][name] = {
-                "mean": float(np.nanmean(acc)),
-                "std": float(np.nanstd(acc)),
-                "n": int(np.sum(np.isfinite(acc))),
-                "mean_queries": float(np.mean(out["num_queries"][k])),
-                "wall_s": round(wall / len(datasets), 3),
-                "settings": {"strategy": chosen[name][0], **chosen[name][1]},
-            }
-            curves[dataset][name] = (out["time_grid"][k, 0], out["curve"][k])
+    results, curves = nb201_table5.search_methods(chosen, table, args)
+    datasets = tuple(curves)
     for dataset in datasets:
         key = jax.random.key(args.seed + 7919 + DATASETS.index(dataset))
         results[dataset]["predictor_kendall_tau"] = predictor_kendall_tau(table, dataset, args, key)
@@ -206,14 +175,7 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
             "local_search": NOT_IN_REFERENCES,
         }
         results[dataset]["target"] = {"predictor_search": TARGETS[dataset]}
-    results["protocol"] = {
-        "budget_s": args.budget,
-        "seeds": args.seeds,
-        "reward": "12-epoch validation accuracy",
-        "cost": "c10valid_train_time_s_200ep * 12 / 200 per query",
-        "result": "200-epoch test accuracy of the best-reward architecture",
-        "paper": "Dong & Yang, NAS-Bench-201, ICLR 2020, Table 5",
-    }
+    results["protocol"] = dict(nb201_table5.PROTOCOL, budget_s=args.budget, seeds=args.seeds)
     return results, curves
 
 
@@ -251,7 +213,7 @@ def write(args: argparse.Namespace) -> None:
     out = Path(args.out)
     table_md = markdown(results)
     write_json_atomic(out / "results.json", nb201_table5.results_json(results))
-    (out / "results.md").write_text(table_md + "\n")
+    write_text_atomic(out / "results.md", table_md + "\n")
     nb201_table5.plot(curves, out / "best_so_far.png", args.budget)
     print(table_md)
     print(
