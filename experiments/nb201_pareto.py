@@ -172,16 +172,38 @@ def run_constrained(
     }
 
 
-def front_metrics(codes: np.ndarray, objectives: np.ndarray, true_front: np.ndarray) -> dict:
-    """Hypervolume, front recovery and IGD of each seed's queried set, averaged."""
+def _padded(rows: np.ndarray, length: int, fill: float = np.nan) -> np.ndarray:
+    """``rows`` followed by ``fill`` rows up to ``length`` rows."""
+    pad = np.full((length - len(rows), *rows.shape[1:]), fill, rows.dtype)
+    return np.concatenate([rows, pad])
+
+
+_pareto_mask = jax.jit(pareto_mask)
+
+
+@jax.jit
+def _seed_metrics(found: jax.Array, true_front: jax.Array) -> tuple[jax.Array, ...]:
+    """Hypervolume, front recovery and IGD of one queried set; its NaN rows count in none."""
     reference = jnp.zeros(2, jnp.float32)
+    return (
+        hypervolume_2d(found, reference),
+        front_recovery(found, true_front),
+        igd(found, true_front),
+    )
+
+
+def front_metrics(codes: np.ndarray, objectives: np.ndarray, true_front: np.ndarray) -> dict:
+    """Hypervolume, front recovery and IGD of each seed's queried set, averaged. Each set
+    (its distinct cells) is padded with NaN rows to the budget: one compiled program for
+    every seed and strategy, not eager ops compiled again for each set's size."""
     hv, recovered, distance = [], [], []
     for row in codes:
-        found = objectives[np.unique(row)]
-        hv.append(float(hypervolume_2d(jnp.asarray(found), reference)))
-        recovered.append(float(front_recovery(jnp.asarray(found), jnp.asarray(true_front))))
-        distance.append(float(igd(jnp.asarray(found), jnp.asarray(true_front))))
-    true_hv = float(hypervolume_2d(jnp.asarray(true_front), reference))
+        found = _padded(objectives[np.unique(row)], len(row))
+        h, r, d = _seed_metrics(jnp.asarray(found), jnp.asarray(true_front))
+        hv.append(float(h))
+        recovered.append(float(r))
+        distance.append(float(d))
+    true_hv = float(hypervolume_2d(jnp.asarray(true_front), jnp.zeros(2, jnp.float32)))
     return {
         "hypervolume": float(np.mean(hv)),
         "hypervolume_std": float(np.std(hv)),
@@ -218,9 +240,11 @@ def plot_fronts(
         label=f"true front ({int(true_mask.sum())} cells)",
     )
     objectives = normalise(accuracy, cost)
-    for i, (name, codes) in enumerate(found.items()):
-        codes = np.unique(codes)
-        mask = np.asarray(pareto_mask(jnp.asarray(objectives[codes])))
+    for i, (name, row) in enumerate(found.items()):
+        codes = np.unique(row)  # padded to the budget: one program for every strategy
+        valid = _padded(np.ones(len(codes), bool), len(row), fill=False)
+        points = _padded(objectives[codes], len(row), fill=0.0)
+        mask = np.asarray(_pareto_mask(jnp.asarray(points), jnp.asarray(valid)))[: len(codes)]
         front = codes[mask][np.argsort(cost[codes[mask]])]
         ax.step(
             cost[front],
