@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import distributed_worker as worker
+import jax
 import numpy as np
 import pytest
 from numerics import assert_same_accuracy
@@ -18,10 +19,15 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 
 
 def _env(devices: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
+    """This process's XLA flags (conftest's -O0) with ``devices`` host devices (the last
+    count given wins), and its persistent compilation cache."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    return {
+        **os.environ,
+        "XLA_FLAGS": flags.strip(),
+        "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+        "JAX_PLATFORMS": "cpu",
+    }
 
 
 def _result(stdout: str) -> dict:
