@@ -41,7 +41,8 @@ def test_decoded_and_elastic_training_agree():
 @pytest.mark.slow
 def test_bfloat16_mixed_precision_training():
     data = load_text()
-    pop = TINY.from_string("d32-L1:h2e2d8")[None]
+    # a model of the test above, whose float32 program (SMALL) the reference run reuses
+    pop = TINY.from_string("d16-L1:h1e2d8")[None]
     config = LMTrainConfig(**SMALL, compute_dtype="bfloat16")
     bf16 = train_lm_population(jax.random.key(0), pop, data, TINY, config)
     f32 = train_lm_population(jax.random.key(0), pop, data, TINY, LMTrainConfig(**SMALL))
