@@ -1,4 +1,4 @@
-"""Convolution and pooling written as slices and one matrix product (im2col).
+"""Convolution written as slices and one matrix product (im2col); separable pooling.
 
 Why not ``flax.linen.Conv``: on XLA:CPU a native convolution inside a loop body
 (``lax.scan``, ``lax.map``, ``fori_loop``) runs several times slower than the same
@@ -7,7 +7,8 @@ convolution at the top level of a program (jax-ml/jax#12868; measured here: 3.8 
 Gathering the ``k`` shifted windows and multiplying once by the flattened kernel is as fast
 as the native op outside loops and keeps that speed inside them; on accelerators it is one
 GEMM. Kernels have flax's layout ``(*window, in_features, out_features)`` and initialiser,
-so parameter counts and shapes are those of ``nn.Conv``.
+so parameter counts and shapes are those of ``nn.Conv``. Pooling is not a convolution and
+keeps its speed inside loops as a 1D ``reduce_window`` per spatial axis (``avg_pool``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1, padding: int = 0)
     return columns @ kernel.reshape(-1, kernel.shape[-1]).astype(x.dtype)
 
 
+def _window_counts(size: int, window: int, stride: int, padding: int) -> np.ndarray:
+    """Real (unpadded) inputs in each window along one axis of length ``size``."""
+    starts = np.arange((size + 2 * padding - window) // stride + 1) * stride - padding
+    return (np.minimum(starts + window, size) - np.maximum(starts, 0)).astype(np.float32)
+
+
 def avg_pool(
     x: jnp.ndarray, window: int, stride: int = 1, padding: int = 0, include_pad: bool = False
 ) -> jnp.ndarray:
@@ -54,15 +61,28 @@ def avg_pool(
 
     ``include_pad=False`` divides by the number of real (unpadded) inputs in each window,
     as PyTorch's ``AvgPool(count_include_pad=False)``.
+
+    Non-overlapping windows without padding (``stride == window``, the reduction blocks'
+    shortcut) sum strided slices; other pools sum one spatial axis at a time with a 1D
+    ``reduce_window`` (separable: 2 * 3 adds instead of 9 for a 3x3 window). Measured on
+    XLA:CPU inside a ``lax.scan``, forward and backward: 4x faster than summing padded
+    slices for NB201's 1D 3-wide pool, 6-8x for the 2D 3x3 one (CIFAR sizes).
     """
     ndim = x.ndim - 2
-    views, _ = _windows(x, (window,) * ndim, stride, (padding,) * ndim)
-    total = sum(views[1:], views[0])
+    if stride == window and padding == 0:
+        views, _ = _windows(x, (window,) * ndim, stride, (padding,) * ndim)
+        return sum(views[1:], views[0]) / window**ndim
+    total = x
+    counts = np.ones((1,) * x.ndim, np.float32)
+    for axis in range(1, ndim + 1):
+        dims, strides, pads = [1] * x.ndim, [1] * x.ndim, [(0, 0)] * x.ndim
+        dims[axis], strides[axis], pads[axis] = window, stride, (padding, padding)
+        total = jax.lax.reduce_window(total, 0.0, jax.lax.add, dims, strides, pads)
+        along = _window_counts(x.shape[axis], window, stride, padding)
+        counts = counts * along.reshape([-1 if d == axis else 1 for d in range(x.ndim)])
     if include_pad or padding == 0:
         return total / window**ndim
-    ones = jnp.ones((1,) + x.shape[1:-1] + (1,), x.dtype)
-    count_views, _ = _windows(ones, (window,) * ndim, stride, (padding,) * ndim)
-    return total / sum(count_views[1:], count_views[0])
+    return total / jnp.asarray(counts, x.dtype)
 
 
 class Conv(nn.Module):
