@@ -14,8 +14,30 @@ one compiled program:
   statistics and receives zero gradients, so a member trains exactly the decoded network.
 
 The forward pass itself is :func:`nasjax.spaces.nb201_forward.forward` with the plain
-:class:`~nasjax.spaces.nb201_forward.Layers` (edges traced once per shape); this module
-holds the parameter layout (``init``) and the export to Flax.
+:class:`~nasjax.spaces.nb201_forward.Layers`' values; this module holds the parameter
+layout (``init``), the export to Flax and two hand-written backward passes
+(:class:`FastLayers`), which is where population training spends its time:
+
+* each edge is a ``jax.custom_vjp`` whose backward is a second ``lax.switch`` over the
+  ops' backward passes. Differentiating the plain ``lax.switch`` makes every branch
+  return the residuals of *all* branches (zeros for the others: im2col columns, centred
+  activations, the idle op's parameter gradients): about nine activation-sized fills and
+  copies per edge and step. Here the only residual is the chosen convolution's output
+  before BatchNorm (zeros for the other ops), and the backward recomputes the ReLU and
+  im2col columns (slices) instead of storing them;
+* BatchNorm in training mode has the closed-form backward
+  ``dx = scale * rstd * (dy - mean(dy) - xhat * mean(dy * xhat))``, which keeps no centred
+  copy of its input.
+
+Measured on the 2-core CPU, population training at P=32 (1D network, C=16, N=1, one
+MNIST-1D epoch), both programs in one process, runs interleaved, other jobs sharing the
+machine: these two and the separable pooling of :func:`nasjax.nets.layers.avg_pool` make
+it 1.26x faster than differentiating the plain switch (0.506 vs 0.639 s per
+architecture-epoch; the edges alone 1.2-1.25x), and XLA compiles it in 10.9 s instead of
+13.8 s. The running statistics a training step returns are buffers, as in PyTorch: no
+gradient flows through them. Forward-mode differentiation works through reverse mode
+(``jax.jvp`` of a ``jax.grad``, as GraSP's Hessian-vector product), not on ``apply``
+alone.
 
 :func:`to_flax_variables` turns one member's parameters into the decoded
 ``NB201Network``'s variables, which is how the tests pin this formulation to the Flax
@@ -24,13 +46,23 @@ one and how a trained member is exported.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from nasjax.spaces.nb201_forward import CachedLayers, Params, State, forward
+from nasjax.nets.layers import BN_EPSILON, conv
+from nasjax.spaces.nb201_forward import (
+    Layers,
+    Params,
+    Site,
+    State,
+    avg_pool_3x3,
+    batch_norm,
+    forward,
+)
 from nasjax.spaces.nb201_net import EDGES, OPS
 
 TRUNCATED_NORMAL_STD = 0.87962566103423978
@@ -123,7 +155,159 @@ class NB201Functional(NamedTuple):
         self, params: Params, state: State, x: jnp.ndarray, genotype: jnp.ndarray, train: bool
     ) -> tuple[jnp.ndarray, State]:
         """Logits of ``x`` for ``int32[6]`` ``genotype``, and the updated BN statistics."""
-        return forward(CachedLayers(train), params, state, x, genotype, self.cells_per_stage)
+        return forward(FastLayers(train), params, state, x, genotype, self.cells_per_stage)
+
+
+# ---------------------------------------------------------------- hand-written backward
+def _moments(y: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Batch mean and ``rsqrt(var + eps)`` over every axis but the last, as
+    :func:`~nasjax.spaces.nb201_forward.batch_norm` computes them (var = E[y^2] - E[y]^2)."""
+    axes = tuple(range(y.ndim - 1))
+    mean = jnp.mean(y, axes)
+    var = jnp.maximum(jnp.mean(jnp.square(y), axes) - jnp.square(mean), 0.0)
+    return mean, jax.lax.rsqrt(var + BN_EPSILON)
+
+
+def _bn_backward(
+    y: jnp.ndarray, scale: jnp.ndarray, mean: jnp.ndarray, rstd: jnp.ndarray,
+    dout: jnp.ndarray, batch_stats: bool,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:  # fmt: skip
+    """``(dy, dscale, dbias)`` of ``out = (y - mean) * rstd * scale + bias``; with
+    ``batch_stats`` the mean and rstd are ``y``'s own (training mode)."""
+    axes = tuple(range(y.ndim - 1))
+    xhat = (y - mean) * rstd
+    dbias = jnp.sum(dout, axes)
+    dscale = jnp.sum(dout * xhat, axes)
+    if not batch_stats:
+        return dout * (scale * rstd), dscale, dbias
+    n = y.size // y.shape[-1]
+    return (scale * rstd) * (dout - dbias / n - xhat * (dscale / n)), dscale, dbias
+
+
+@jax.custom_vjp
+def _batch_norm_train(y: jnp.ndarray, params: Params, stats: State) -> tuple[jnp.ndarray, State]:
+    return batch_norm(y, params, stats, True)
+
+
+def _batch_norm_train_fwd(y: jnp.ndarray, params: Params, stats: State) -> tuple[Any, Any]:
+    out = batch_norm(y, params, stats, True)
+    return out, (y, params["scale"], *_moments(y))
+
+
+def _batch_norm_train_bwd(res: tuple, cts: tuple) -> tuple:
+    y, scale, mean, rstd = res
+    dy, dscale, dbias = _bn_backward(y, scale, mean, rstd, cts[0], True)
+    return dy, {"scale": dscale, "bias": dbias}, None
+
+
+_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+def _pre_bn(h: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """A convolution op before its BatchNorm: ReLU, then the convolution."""
+    return conv(jax.nn.relu(h), kernel, 1, kernel.shape[0] // 2)
+
+
+def _edge_forward(train: bool) -> list:
+    """One branch per op: ``(h, p, s) -> (out, new s, residuals)``; residuals are the
+    convolution's output before BatchNorm and its batch moments (zeros for other ops)."""
+
+    def conv_op(name: str) -> Any:
+        def run(h: jnp.ndarray, p: Params, s: State) -> tuple:
+            y = _pre_bn(h, p[name]["kernel"])
+            out, stats = batch_norm(y, p[name], s[name], train)
+            moments = _moments(y) if train else (s[name]["mean"], s[name]["var"])
+            return out, {**s, name: stats}, (y, *moments)
+
+        return run
+
+    def other(op: Any) -> Any:
+        def run(h: jnp.ndarray, p: Params, s: State) -> tuple:
+            c = jnp.zeros(h.shape[-1:], h.dtype)
+            return op(h), s, (jnp.zeros_like(h), c, c)
+
+        return run
+
+    branches = {
+        "none": other(jnp.zeros_like),
+        "skip_connect": other(lambda h: h),
+        "avg_pool_3x3": other(avg_pool_3x3),
+    }
+    return [branches[name] if name in branches else conv_op(name) for name in OPS]
+
+
+def _edge_backward(train: bool) -> list:
+    """One branch per op: ``(h, p, residuals, dout) -> (dh, dp)``."""
+    zeros = lambda p: jax.tree.map(jnp.zeros_like, p)
+
+    def conv_op(name: str) -> Any:
+        def run(h: jnp.ndarray, p: Params, res: tuple, dout: jnp.ndarray) -> tuple:
+            y, mean, moment = res
+            rstd = moment if train else jax.lax.rsqrt(moment + BN_EPSILON)
+            dy, dscale, dbias = _bn_backward(y, p[name]["scale"], mean, rstd, dout, train)
+            _, pullback = jax.vjp(_pre_bn, h, p[name]["kernel"])
+            dh, dkernel = pullback(dy)
+            dp = zeros(p)
+            dp[name] = {"kernel": dkernel, "scale": dscale, "bias": dbias}
+            return dh, dp
+
+        return run
+
+    def pool(h: jnp.ndarray, p: Params, res: tuple, dout: jnp.ndarray) -> tuple:
+        return jax.vjp(avg_pool_3x3, h)[1](dout)[0], zeros(p)
+
+    branches = {
+        "none": lambda h, p, res, dout: (jnp.zeros_like(h), zeros(p)),
+        "skip_connect": lambda h, p, res, dout: (dout, zeros(p)),
+        "avg_pool_3x3": pool,
+    }
+    return [branches[name] if name in branches else conv_op(name) for name in OPS]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _edge(h: jnp.ndarray, op: jnp.ndarray, p: Params, s: State, train: bool) -> tuple:
+    out, new, _ = jax.lax.switch(op, _edge_forward(train), h, p, s)
+    return out, new
+
+
+def _edge_fwd(h: jnp.ndarray, op: jnp.ndarray, p: Params, s: State, train: bool) -> tuple:
+    out, new, res = jax.lax.switch(op, _edge_forward(train), h, p, s)
+    return (out, new), (h, op, p, res)
+
+
+def _edge_bwd(train: bool, saved: tuple, cts: tuple) -> tuple:
+    h, op, p, res = saved
+    dh, dp = jax.lax.switch(op, _edge_backward(train), h, p, res, cts[0])
+    return dh, None, dp, None
+
+
+_edge.defvjp(_edge_fwd, _edge_bwd)
+
+
+@functools.partial(jax.jit, static_argnames="train")
+def _cached_edge(
+    h: jnp.ndarray, op: jnp.ndarray, p: Params, s: State, train: bool
+) -> tuple[jnp.ndarray, State]:
+    """:func:`_edge` traced once per shape (a nested ``jit``: shorter tracing)."""
+    return _edge(h, op, p, s, train)
+
+
+class FastLayers(Layers):
+    """The plain network's values with hand-written backward passes (module docstring):
+    what :meth:`NB201Functional.apply` runs."""
+
+    def bn(self, y: jnp.ndarray, params: Params, stats: State) -> tuple[jnp.ndarray, State]:
+        """BatchNorm; in training mode with the closed-form backward."""
+        if not self.train:
+            return batch_norm(y, params, stats, False)
+        return _batch_norm_train(y, params, stats)
+
+    def edge(
+        self, h: jnp.ndarray, arch: Any, e: int, p: Params, s: State, site: Site
+    ) -> tuple[jnp.ndarray, State]:
+        """Edge ``e``: ``lax.switch`` on ``arch[e]``, backward by a second switch."""
+        del site
+        return _cached_edge(h, arch[e], p, s, self.train)
 
 
 def to_flax_variables(
