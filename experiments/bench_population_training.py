@@ -18,6 +18,14 @@ from 0.05, weight decay 5e-4; then accuracy on the valid and test splits. One in
     the chosen ops exist), trained in an eager Python loop, the way NASLib-style code runs
     (``requirements-bench.txt``: torch==2.13.0, its CPU build on these machines).
 
+``--populations 8,32,128`` adds a sweep: (a) compiled and run at each population size P
+(P random cells, seed 0; the ``--population`` entry is (a) itself), reporting its
+``compile_s``, seconds per architecture-epoch of the first call (as (a)) and of a second
+call (a search calls the same program every generation; the first call also pays one-time
+set-up of the program's kernels, about 1-2 s here, which weighs most at small P) and the
+ratio to (c); PyTorch is measured once, on the ``--population`` cells, since it trains
+one architecture after another (linear in P).
+
 It checks the three did the same work: mean test accuracy of (a) equals (b) per member
 (same program) and (a) vs (c) agree within ``4 * sqrt(se_a^2 + se_c^2) + 0.02`` (different
 initialisations, so per-member values differ); prints the ratios ``pytorch_eager /
@@ -26,6 +34,7 @@ nasjax_vmap`` and ``nasjax_loop / nasjax_vmap`` and writes the JSON to ``--out``
 Command::
 
     python experiments/bench_population_training.py --population 32 --out runs/bench_pop.json
+    python experiments/bench_population_training.py --populations 8,32,128  # and the sweep
 
 Figures measured on the 2-core CPU are in the README. Exit 1 if the work disagrees.
 """
@@ -53,7 +62,13 @@ from nasjax.evaluation.training import (  # noqa: E402
     compile_population,
     population_mesh,
 )
-from nasjax.flags import OneLineErrorParser, at_least, positive_int, run_script  # noqa: E402
+from nasjax.flags import (  # noqa: E402
+    OneLineErrorParser,
+    at_least,
+    list_of,
+    positive_int,
+    run_script,
+)
 from nasjax.rundir import check_out_file, write_json_atomic  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
 from nasjax.spaces.nb201_functional import TRUNCATED_NORMAL_STD  # noqa: E402
@@ -64,20 +79,33 @@ from nasjax.spaces.nb201_net import EDGES, OPS  # noqa: E402
 # ---------------------------------------------------------------------------------------
 
 
-def torch_network(genotype: np.ndarray, channels: int, cells_per_stage: int, classes: int):
-    """The 1D NB201 network of ``genotype`` in PyTorch: only the chosen ops are built."""
+def torch_network(
+    genotype: np.ndarray, channels: int, cells_per_stage: int, classes: int, ndim: int = 1
+):
+    """The NB201 network of ``genotype`` in PyTorch: only the chosen ops are built.
+
+    ``ndim`` 1 for signals ``[B, 1, L]`` (MNIST-1D), 2 for RGB images ``[B, 3, H, W]``
+    (CIFAR). Module names: ``body`` (stem conv, stem BN, then the cells and reductions in
+    order), ``last_bn``, ``classifier``; a cell's ``edges[str(e)]`` is ``ReLU, Conv, BN``
+    for a convolution op; a reduction has ``conv_a``, ``conv_b`` (``ReLU, Conv, BN``) and
+    ``shortcut`` (pool, 1x1 conv).
+    """
     import torch
     from torch import nn
 
+    conv_cls = {1: nn.Conv1d, 2: nn.Conv2d}[ndim]
+    bn_cls = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[ndim]
+    pool_cls = {1: nn.AvgPool1d, 2: nn.AvgPool2d}[ndim]
+
     def relu_conv_bn(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Module:
-        conv = nn.Conv1d(cin, cout, kernel, stride, kernel // 2, bias=False)
-        return nn.Sequential(nn.ReLU(), conv, nn.BatchNorm1d(cout))
+        conv = conv_cls(cin, cout, kernel, stride, kernel // 2, bias=False)
+        return nn.Sequential(nn.ReLU(), conv, bn_cls(cout))
 
     def make_op(op: str, c: int) -> nn.Module:
         if op == "skip_connect":
             return nn.Identity()
         if op == "avg_pool_3x3":
-            return nn.AvgPool1d(3, 1, 1, count_include_pad=False)
+            return pool_cls(3, 1, 1, count_include_pad=False)
         return relu_conv_bn(c, c, 1 if op == "nor_conv_1x1" else 3)
 
     class Cell(nn.Module):
@@ -101,7 +129,7 @@ def torch_network(genotype: np.ndarray, channels: int, cells_per_stage: int, cla
             super().__init__()
             self.conv_a = relu_conv_bn(cin, cout, 3, 2)
             self.conv_b = relu_conv_bn(cout, cout, 3)
-            self.shortcut = nn.Sequential(nn.AvgPool1d(2, 2), nn.Conv1d(cin, cout, 1, bias=False))
+            self.shortcut = nn.Sequential(pool_cls(2, 2), conv_cls(cin, cout, 1, bias=False))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.shortcut(x) + self.conv_b(self.conv_a(x))
@@ -110,8 +138,8 @@ def torch_network(genotype: np.ndarray, channels: int, cells_per_stage: int, cla
         def __init__(self) -> None:
             super().__init__()
             layers: list[nn.Module] = [
-                nn.Conv1d(1, channels, 3, 1, 1, bias=False),
-                nn.BatchNorm1d(channels),
+                conv_cls(1 if ndim == 1 else 3, channels, 3, 1, 1, bias=False),
+                bn_cls(channels),
             ]
             c = channels
             for stage in range(3):
@@ -120,12 +148,12 @@ def torch_network(genotype: np.ndarray, channels: int, cells_per_stage: int, cla
                     c = channels * 2**stage
                 layers += [Cell(c) for _ in range(cells_per_stage)]
             self.body = nn.Sequential(*layers)
-            self.last_bn = nn.BatchNorm1d(c)
+            self.last_bn = bn_cls(c)
             self.classifier = nn.Linear(c, classes)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = torch.relu(self.last_bn(self.body(x)))
-            return self.classifier(x.mean(-1))
+            return self.classifier(x.flatten(2).mean(-1))
 
     return Network()
 
@@ -242,6 +270,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"(b) nasjax one at a time: compile {solo.compile_s:.1f} s, run {loop_s:.2f} s")
 
     per_arch = lambda seconds: seconds / args.population  # one epoch each
+    sweep = scaling(args, data, space, config, per_arch(torch_s), program, vmap_s)
     sec = {
         "nasjax_vmap": per_arch(vmap_s),
         "nasjax_loop": per_arch(loop_s),
@@ -284,8 +313,50 @@ def run(args: argparse.Namespace) -> dict:
             "vmap_vs_pytorch_tolerance": tolerance,
             "vmap_vs_pytorch": agree_torch,
         },
+        "scaling": sweep,
         "genotypes": genotypes.tolist(),
     }
+
+
+def scaling(
+    args: argparse.Namespace,
+    data,
+    space: NB201Space,
+    config: TrainConfig,
+    torch_per_arch: float,
+    program,
+    run_s: float,
+) -> dict:
+    """(a) at each P of ``--populations``: compile_s, s per architecture-epoch and the ratio
+    to PyTorch's per-architecture time; ``program`` and ``run_s`` are (a) at ``--population``."""
+    out = {}
+    for size in args.populations or []:
+        genotypes = np.asarray(space.sample(jax.random.key(0), size))
+        sized, seconds = program, run_s
+        if size != args.population:
+            sized = compile_population(genotypes, data, space, config)
+            seconds = _timed(sized, genotypes)
+        again = _timed(sized, genotypes)
+        out[str(size)] = {
+            "compile_s": sized.compile_s,
+            "sec_per_arch_epoch": seconds / size,
+            "sec_per_arch_epoch_second_call": again / size,
+            "speedup_vs_pytorch": torch_per_arch * size / seconds,
+        }
+        print(
+            f"(a) at P={size}: compile {sized.compile_s:.1f} s, {seconds / size:.3f} s per "
+            f"architecture-epoch ({torch_per_arch * size / seconds:.2f}x PyTorch eager), "
+            f"{again / size:.3f} s on a second call",
+            flush=True,
+        )
+    return out
+
+
+def _timed(program, genotypes: np.ndarray) -> float:
+    """Seconds of one ``program.run`` on ``genotypes`` (key 1, as (a))."""
+    start = time.perf_counter()
+    program.run(jax.random.key(1), genotypes)
+    return time.perf_counter() - start
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -296,6 +367,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--channels", type=positive_int, default=16)
     p.add_argument("--cells-per-stage", type=positive_int, default=1)
     p.add_argument("--member-batch", type=positive_int, default=1, help="members vmapped together")
+    p.add_argument(
+        "--populations", type=list_of(at_least(2)), default=None, help="sweep: P values, 8,32,128"
+    )
     p.add_argument("--out", default="runs/bench_population.json", help="JSON output")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (C=4, 6 steps)")
     args = p.parse_sized(argv, {"channels": 4})
