@@ -32,7 +32,8 @@ test-fast: install  ## skip the slow end-to-end tests
 
 bench: install  ## speed benchmarks; each prints ratios against a baseline run side by side
 	$(PY) experiments/bench_nb201_search.py --seeds 500 --out runs/bench_nb201.json
-	$(PY) experiments/bench_population_training.py --population 32 --out runs/bench_population.json
+	$(PY) experiments/bench_population_training.py --population 32 --populations 8,32,128 --out runs/bench_population.json
+	$(PY) experiments/bench_zero_cost.py --cells 1000 --out runs/bench_zero_cost.json
 	$(PY) experiments/bench_darts_search.py --out runs/bench_darts.json
 
 lint: install  ## ruff, the import-layer contract (pyproject.toml) and no private names across modules

@@ -50,8 +50,10 @@ which turns each switch into a select over all ops (the one-hot supernet).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -397,15 +399,90 @@ def score_population(
     if proxy in ("params", "flops"):
         table = nb201_cost_table(proxy, dataset, int(channels), int(cells_per_stage))
         return table[np.asarray(_SPACE.to_index(g))].astype(np.float64)
+    net, params, state, x = _network_inputs(proxy, dataset, x, key, channels, cells_per_stage)
+    with _precision(proxy):
+        raw = _population_raw(proxy, net, int(member_batch), params, state, g, x, y)
+        return _finish(proxy, np.asarray(raw))
+
+
+def _precision(proxy: str) -> Any:
+    """float64 for synflow (module docstring); the caller's precision for the others."""
+    return jax.enable_x64(True) if proxy == "synflow" else contextlib.nullcontext()
+
+
+def _network_inputs(
+    proxy: str, dataset: str, x: Any, key: jax.Array, channels: int, cells_per_stage: int
+) -> tuple[NB201Functional, Tree, Tree, Any]:
+    """The functional network, its shared weights from ``key``, and the input (synflow:
+    an all-ones example, of which only the shape is used)."""
     net = _SPACE.functional(dataset, channels=int(channels), cells_per_stage=int(cells_per_stage))
     params, state = _init_fn(net)(key)
     if proxy == "synflow":
-        x = np.ones((1,) + get_task(dataset).input_shape, np.float32)  # shape only
-        with jax.enable_x64(True):
-            raw = _population_raw(proxy, net, int(member_batch), params, state, g, x, None)
-            return _finish(proxy, np.asarray(raw))
-    raw = _population_raw(proxy, net, int(member_batch), params, state, g, x, y)
-    return _finish(proxy, np.asarray(raw))
+        x = np.ones((1,) + get_task(dataset).input_shape, np.float32)
+    return net, params, state, x
+
+
+class ScoringProgram(NamedTuple):
+    """A population scorer compiled ahead of time by :func:`compile_scoring`.
+
+    ``run(genotypes)`` scores ``int[size, 6]`` cells as :func:`score_population` does (the
+    same weights and minibatch), without compiling again; ``compile_s`` is the trace and
+    compile time.
+    """
+
+    compiled: Any
+    proxy: str
+    size: int
+    inputs: tuple
+    compile_s: float
+
+    def run(self, genotypes: Any) -> np.ndarray:
+        """``float64[size]`` scores of ``genotypes`` (higher predicts higher accuracy)."""
+        g = np.asarray(genotypes)
+        if g.shape != (self.size, 6):
+            raise NasjaxError(f"this program scores int [{self.size}, 6] cells, got {g.shape}")
+        for row in g:
+            _SPACE.validate(row)
+        params, state, x, y = self.inputs
+        with _precision(self.proxy):
+            raw = self.compiled(params, state, g.astype(np.int32), x, y)
+            return _finish(self.proxy, np.asarray(raw))
+
+
+def compile_scoring(
+    proxy: str,
+    size: int,
+    dataset: str,
+    x: Any | None,
+    y: Any | None,
+    key: jax.Array,
+    *,
+    channels: int = 16,
+    cells_per_stage: int = 5,
+    member_batch: int = 1,
+) -> ScoringProgram:
+    """Traces and compiles :func:`score_population`'s program for ``size`` cells.
+
+    The arguments are :func:`score_population`'s, with the population size instead of the
+    genotypes (any ``size`` valid cells can then be scored). ``params`` and ``flops`` are
+    table lookups and have no program.
+
+    Raises:
+      NasjaxError: as :func:`score_population`; also for ``params``/``flops``.
+    """
+    placeholder = np.zeros((max(int(size), 1), 6), np.int32)
+    g, x, y = _check_inputs(
+        proxy, placeholder, dataset, x, y, channels, cells_per_stage, member_batch
+    )
+    if proxy in ("params", "flops"):
+        raise NasjaxError(f"proxy {proxy!r} is a table lookup; it has no program to compile")
+    start = time.perf_counter()
+    net, params, state, x = _network_inputs(proxy, dataset, x, key, channels, cells_per_stage)
+    with _precision(proxy):
+        lowered = _population_raw.lower(proxy, net, int(member_batch), params, state, g, x, y)
+        compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+    return ScoringProgram(compiled, proxy, g.shape[0], (params, state, x, y), compile_s)
 
 
 def score_one(
