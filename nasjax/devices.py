@@ -18,19 +18,30 @@ _OPT_LEVEL = 1
 """LLVM -O1 instead of -O2 for XLA:CPU: measured here on the population trainer, compile
 33 s -> 26 s with the same run time (its time is in library GEMMs, not generated code)."""
 
+COLLECTIVE_TIMEOUTS = (
+    ("--xla_cpu_collective_call_warn_stuck_timeout_seconds", 3600),
+    ("--xla_cpu_collective_call_terminate_timeout_seconds", 7 * 24 * 3600),
+)
+"""XLA:CPU's limits on how long one host device waits for the others at a collective
+(defaults 20 s to warn, 40 s to abort the process). Host devices gather the population's
+results once their shares are trained; a share of slow members, or a loaded machine,
+can finish minutes after the other, and the default aborted whole searches here
+(``Termination timeout for all gather ... exceeded``, SIGABRT). Raised to a week."""
+
 
 def use_cpu_cores(count: int | None = None) -> int | None:
     """Splits the host into ``count`` devices (default: one per core) unless already set.
 
-    Also asks XLA:CPU for LLVM -O1 (faster compiles, see ``_OPT_LEVEL``) unless
-    ``XLA_FLAGS`` sets an optimisation level.
+    Also asks XLA:CPU for LLVM -O1 (faster compiles, see ``_OPT_LEVEL``) and patient
+    collectives (:data:`COLLECTIVE_TIMEOUTS`), each unless ``XLA_FLAGS`` sets it.
 
     Returns the count requested, or ``None`` where ``XLA_FLAGS`` already sets one (the
     user's choice wins). Has no effect once JAX has initialised its backends.
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    if _OPT_LEVEL_FLAG not in flags:
-        flags = f"{flags} {_OPT_LEVEL_FLAG}={_OPT_LEVEL}".strip()
+    for flag, value in ((_OPT_LEVEL_FLAG, _OPT_LEVEL), *COLLECTIVE_TIMEOUTS):
+        if flag not in flags:
+            flags = f"{flags} {flag}={value}".strip()
     requested = None
     if _DEVICE_COUNT_FLAG not in flags:
         requested = count if count is not None else max(1, len(os.sched_getaffinity(0)))

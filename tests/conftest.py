@@ -19,11 +19,16 @@ from pathlib import Path
 #
 # The host device count is pinned in XLA_FLAGS too (1, JAX's default, unless the caller
 # set one): the flags are part of the persistent cache's key, so the subprocesses the
-# tests start (with this environment) reuse what this process compiled.
+# tests start (with this environment) reuse what this process compiled; so are the
+# entry points' patient collectives (nasjax.devices.COLLECTIVE_TIMEOUTS), which they would
+# otherwise add to the subprocesses' flags.
+from nasjax.devices import COLLECTIVE_TIMEOUTS  # noqa: E402  (imports no JAX)
+
 _OPT_LEVEL = "--xla_backend_optimization_level"
 _FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters"
 _DEVICE_COUNT = "--xla_force_host_platform_device_count"
-for _flag, _default in ((_OPT_LEVEL, 0), (_FUSION_EMITTERS, "false"), (_DEVICE_COUNT, 1)):
+_DEFAULTS = ((_OPT_LEVEL, 0), (_FUSION_EMITTERS, "false"), (_DEVICE_COUNT, 1), *COLLECTIVE_TIMEOUTS)
+for _flag, _default in _DEFAULTS:
     if _flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}={_default}".strip()
 
