@@ -37,6 +37,7 @@ from nasjax.spaces import SPACES, NB201Space, SearchSpace, make_space
 from nasjax.spaces.compress import CompressedSpace
 from nasjax.spaces.nb201_costs import nb201_cost_table, nb201_edge_costs
 from nasjax.spaces.nb201_latency import LatencyTable, build_latency_table, evaluate_latency_table
+from nasjax.spaces.saved import SavedResult, load_result
 from nasjax.spaces.transformer import ElasticSupernet, TransformerSpace
 from nasjax.strategies import (
     STRATEGIES,
@@ -91,6 +92,7 @@ __all__ = [
     "NasjaxError",
     "NB201Space",
     "PopulationProgram",
+    "SavedResult",
     "SearchResult",
     "SearchSpace",
     "Strategy",
@@ -115,6 +117,7 @@ __all__ = [
     "hypervolume_2d",
     "l1_importance",
     "load_dataset",
+    "load_result",
     "load_text",
     "make_space",
     "make_strategy",

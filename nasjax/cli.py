@@ -54,7 +54,9 @@ def _search_parser(sub: Any) -> None:
     p = sub.add_parser("search", help="search a space and retrain the best architecture")
     p.add_argument("--space", default="nb201", help=f"one of {', '.join(SPACES)}")
     p.add_argument("--strategy", default="rea", help=f"one of {', '.join(STRATEGIES)}")
-    p.add_argument("--dataset", default=None, help="images: mnist1d (default), digits, cifar*")
+    p.add_argument(
+        "--dataset", default=None, help="images: mnist1d (default), digits, cifar*, or F.npz"
+    )
     p.add_argument("--data-dir", default=None, help="CIFAR folder (or NASJAX_CIFAR_DIR)")
     p.add_argument("--text", default=None, help="text spaces: UTF-8 file (default pydoc_data)")
     p.add_argument("--budget", type=positive_int, default=60, help="architectures to evaluate")
@@ -211,7 +213,8 @@ def _settle(cfg: SearchConfig, space: Any, kind: DataKind) -> tuple[SearchConfig
     return cfg, dataset, space.resolve_size(size)
 
 
-def _validate(cfg: SearchConfig, space: Any, kind: DataKind, dataset: str, size: dict) -> None:
+def _validate(cfg: SearchConfig, space: Any, kind: DataKind, dataset: str, size: dict) -> Any:
+    """Checks a search's settings; returns the task the space builds networks for."""
     check_choice("strategy", cfg.strategy, STRATEGIES)
     if cfg.strategy in MULTI_OBJECTIVE:
         single = ", ".join(s for s in STRATEGIES if s not in MULTI_OBJECTIVE)
@@ -219,10 +222,11 @@ def _validate(cfg: SearchConfig, space: Any, kind: DataKind, dataset: str, size:
             f"strategy {cfg.strategy!r} is multi-objective and `search` has one objective "
             f"({kind.objective}); run {kind.pareto}, or choose one of {single}"
         )
-    check_choice("dataset", dataset, kind.datasets)
+    task = kind.task(dataset)  # a name of kind.datasets, or a file of your own
     check_choice("optimizer", cfg.optimizer, ("sgd", "adamw"))
     require(space, "functional")  # the population trainer of every kind
-    check_bounds(space, _bounds(cfg), dataset, size, kind.pareto)
+    check_bounds(space, _bounds(cfg), task, size, kind.pareto)
+    return task
 
 
 def _bounds(cfg: SearchConfig) -> dict[str, float]:
@@ -247,7 +251,7 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
     space = make_space(cfg.space)
     kind = DATA_KINDS[space.data_kind]
     cfg, dataset, size = _settle(cfg, space, kind)
-    _validate(cfg, space, kind, dataset, size)
+    task = _validate(cfg, space, kind, dataset, size)
     t0 = time.time()
     out = Path(cfg.out)
     config = _run_config(cfg, dataset, size)
@@ -266,7 +270,7 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
             evaluator,
             space,
             bounds,
-            dataset,
+            task,
             size,
             latency_file=out / LATENCY_TABLE_FILE,
             resume=cfg.resume,
@@ -288,8 +292,8 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
     summary = {
         "arch": space.to_string(best),
         "genotype": [int(v) for v in best],
-        **kind.retrain(key_train, space, data, final_config, best),
-        **space.costs(best, dataset, **size),
+        **kind.retrain(key_train, space, data, final_config, best, out=out),
+        **space.costs(best, task, **size),
         **kind.search_fields(result.best_fitness),
         "num_evaluated": result.num_evaluated,
         "num_devices": jax.device_count(),

@@ -31,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax.errors import NasjaxError, check_choice
+from nasjax.errors import NasjaxError
+from nasjax.tasks import TASKS, Task, get_task
+from nasjax.user_data import check_arrays, read_npz
 
 CIFAR_ENV_VAR = "NASJAX_CIFAR_DIR"
 """Environment variable naming the CIFAR folder (or its parent) when ``data_dir`` is None."""
@@ -64,6 +66,57 @@ class Dataset(NamedTuple):
     def ndim(self) -> int:
         """Number of spatial dimensions: 1 for signals, 2 for images."""
         return len(self.input_shape) - 1
+
+    @property
+    def task(self) -> Task:
+        """What a classifier for this data looks like (what spaces build networks for)."""
+        return Task(self.input_shape, int(self.num_classes))
+
+    @classmethod
+    def from_arrays(
+        cls,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_test: np.ndarray,
+        y_test: np.ndarray,
+        x_valid: np.ndarray | None = None,
+        y_valid: np.ndarray | None = None,
+        *,
+        num_classes: int | None = None,
+        name: str = "arrays",
+        seed: int = 0,
+        valid_fraction: float = 0.1,
+    ) -> Dataset:
+        """A dataset of your own arrays, checked (:mod:`nasjax.user_data`), used as given.
+
+        Inputs are ``[N, length, channels]`` signals or ``[N, height, width, channels]``
+        images of any real dtype (cast to ``float32``, not normalised), labels integers in
+        ``0..num_classes-1``. Without ``x_valid``/``y_valid``, valid is carved out of train
+        as the built-in loaders do (``valid_fraction``, ``np.random.default_rng(seed)``).
+
+        Raises:
+          NasjaxError: one line naming the bad array (dtype, shape, labels, NaN/inf).
+        """
+        arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+        arrays.update(x_valid=x_valid, y_valid=y_valid)
+        a, num_classes = check_arrays(arrays, num_classes)
+        if "x_valid" not in a:
+            split = _make_dataset(
+                a["x_train"], a["y_train"], a["x_test"], a["y_test"], seed=seed,
+                valid_fraction=valid_fraction, num_classes=num_classes, name=name,
+            )  # fmt: skip
+            if len(split.y_valid) == 0:
+                raise NasjaxError(
+                    f"valid_fraction={valid_fraction} of {len(a['y_train'])} training examples "
+                    "leaves no valid example; give x_valid and y_valid or a larger fraction"
+                )
+            return split
+        f32 = lambda k: np.ascontiguousarray(a[k], dtype=np.float32)
+        i32 = lambda k: np.ascontiguousarray(a[k], dtype=np.int32)
+        return cls(
+            f32("x_train"), i32("y_train"), f32("x_valid"), i32("y_valid"), f32("x_test"),
+            i32("y_test"), num_classes=num_classes, name=name,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -373,11 +426,11 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 def load_dataset(
     name: str, seed: int = 0, *, valid_fraction: float = 0.1, data_dir: str | None = None
 ) -> Dataset:
-    """Load a dataset by name; deterministic given ``seed``.
+    """Load a dataset by name, or your own from an ``.npz`` file; deterministic given ``seed``.
 
     Args:
       name: one of ``DATASETS`` (``"mnist1d"``, ``"digits"``, ``"cifar10"``,
-        ``"cifar100"``).
+        ``"cifar100"``), or a path to an ``.npz`` file (:func:`load_npz`).
       seed: seed of the splits (the valid split is a permutation of the train split).
       valid_fraction: fraction of the train split held out as valid, in [0, 1).
       data_dir: for CIFAR, the dataset folder or its parent (default: the
@@ -389,8 +442,56 @@ def load_dataset(
     Raises:
       NasjaxError: unknown name, bad ``valid_fraction``, or missing data files.
     """
-    check_choice("dataset", name, DATASETS)
+    if is_dataset_file(name):
+        return load_npz(name, seed, valid_fraction=valid_fraction)
+    if name not in DATASETS:
+        raise NasjaxError(
+            f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}, or a path to an "
+            ".npz file of your own arrays"
+        )
     return DATASETS[name](seed, valid_fraction=valid_fraction, data_dir=data_dir)
+
+
+def is_dataset_file(name: str) -> bool:
+    """Whether a dataset name is a path to a file of your own (``*.npz``, or any name with a
+    path separator) rather than a built-in name: the one place that tells them apart."""
+    return name.endswith(".npz") or os.sep in name or "/" in name
+
+
+def load_npz(path: str | os.PathLike, seed: int = 0, *, valid_fraction: float = 0.1) -> Dataset:
+    """Your own dataset from an ``.npz`` file (``numpy.savez``) of the arrays of
+    :meth:`Dataset.from_arrays` (names ``x_train, y_train, x_test, y_test``, optionally
+    ``x_valid, y_valid`` and a scalar ``num_classes``), checked; named by the path.
+
+    Raises:
+      NasjaxError: one line for an unreadable file or a bad array (:mod:`nasjax.user_data`).
+    """
+    arrays = read_npz(path)
+    num_classes = arrays.pop("num_classes", None)
+    try:
+        return Dataset.from_arrays(
+            **arrays, num_classes=num_classes, name=str(path), seed=seed,
+            valid_fraction=valid_fraction,
+        )  # fmt: skip
+    except NasjaxError as err:
+        raise NasjaxError(f"dataset file {str(path)!r}: {err}") from None
+
+
+def dataset_task(name: str, choices: tuple[str, ...] | None = None) -> Task:
+    """The :class:`~nasjax.tasks.Task` of a dataset name (one of ``choices``, default every
+    task of ``nasjax.tasks.TASKS``) or of an ``.npz`` file (read and checked whole).
+
+    What the spaces build networks and count costs for (their ``dataset`` argument).
+    """
+    if is_dataset_file(name):
+        return load_npz(name).task
+    choices = tuple(TASKS) if choices is None else choices
+    if name not in choices:
+        raise NasjaxError(
+            f"unknown dataset {name!r}; valid choices: {', '.join(choices)}, or a path to an "
+            ".npz file of your own arrays"
+        )
+    return get_task(name)
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,7 +31,10 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(dataset: str) -> Task:
-    """The ``Task`` of a dataset name; a clear error for unknown names."""
+def get_task(dataset: str | Task) -> Task:
+    """The ``Task`` of a dataset name (a clear error for unknown names), or ``dataset``
+    itself when it already is one (your own data: ``nasjax.data.Dataset.task``)."""
+    if isinstance(dataset, Task):
+        return dataset
     check_choice("dataset", dataset, TASKS)
     return TASKS[dataset]

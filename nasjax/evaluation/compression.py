@@ -82,7 +82,7 @@ def compression_evaluator(
         population = np.asarray(population)
         trained = population if to_train is None else to_train(population)
         out = train_population(key, trained, data, train_space, config)
-        costs = population_costs(space, population, data.name, config)
+        costs = population_costs(space, population, data.task, config)
         size = costs["bits_total"] / costs["bits_dense"]
         fitness = np.stack([out["valid_accuracy"], -size], 1)
         metrics = {

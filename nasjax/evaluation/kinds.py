@@ -18,9 +18,12 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from nasjax.data import DATASETS, load_dataset
+from nasjax.data import DATASETS, dataset_task, load_dataset
+from nasjax.errors import check_choice
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
+from nasjax.evaluation.module_training import module_accuracy
 from nasjax.evaluation.training import Evaluator, train_population, training_evaluator
+from nasjax.spaces.saved import save_model
 from nasjax.spaces.transformer import DATASETS as TEXT_DATASETS
 from nasjax.text import load_text
 from nasjax.training_recipe import TrainConfig
@@ -53,9 +56,13 @@ class DataKind(NamedTuple):
       search_size: sizes a search trains at unless given (short population training).
       smoke: caps of ``--smoke`` (run settings and sizes).
       load: ``(dataset, seed, data_dir, text) -> data``.
+      task: ``dataset -> what the space's networks and costs take as their dataset``
+        (images: a :class:`~nasjax.tasks.Task`, from a name or your own ``.npz`` file;
+        text: the name), one line for an unknown name or a bad file.
       train_config: ``Recipe -> TrainConfig | LMTrainConfig``.
       evaluator: ``(space, data, config, key) -> Evaluator``.
-      retrain: ``(key, space, data, config, genotype) -> summary fields``.
+      retrain: ``(key, space, data, config, genotype, out=None) -> summary fields``; with
+        ``out`` the retrained network is saved there (:mod:`nasjax.spaces.saved`).
       search_fields: ``best fitness -> summary fields``.
       report: ``summary -> lines``.
     """
@@ -69,6 +76,7 @@ class DataKind(NamedTuple):
     search_size: dict[str, int]
     smoke: dict[str, int]
     load: Callable[..., Any]
+    task: Callable[[str], Any]
     train_config: Callable[[Recipe], Any]
     evaluator: Callable[..., Evaluator]
     retrain: Callable[..., dict[str, Any]]
@@ -88,9 +96,24 @@ def _image_config(recipe: Recipe) -> TrainConfig:
     )
 
 
-def _image_retrain(key: jax.Array, space: Any, data: Any, config: Any, genotype: Any) -> dict:
-    final = train_population(key, np.asarray(genotype)[None], data, space, config)
-    return {k: float(final[k][0]) for k in ("test_accuracy", "valid_accuracy")}
+def _image_retrain(
+    key: jax.Array, space: Any, data: Any, config: Any, genotype: Any, out: Any = None
+) -> dict:
+    """Retrains ``genotype``; with ``out`` (and a space that exports the decoded network's
+    variables) saves that network there and reports its own test accuracy."""
+    keep = out is not None and hasattr(space, "decoded_variables")
+    g = np.asarray(genotype)
+    final = train_population(key, g[None], data, space, config, keep_variables=keep)
+    fields = {k: float(final[k][0]) for k in ("test_accuracy", "valid_accuracy")}
+    if keep:
+        size = {"channels": config.channels, "cells_per_stage": config.cells_per_stage}
+        member = jax.tree.map(lambda a: a[0], (final["params"], final["batch_stats"]))
+        variables = space.decoded_variables(g, data.task, *member, **size)
+        module = space.decode(g, data.task, **size)
+        acc = module_accuracy(module, variables, data.x_test, data.y_test, config.eval_batch_size)
+        fields.update(save_model(out, space, g, data.task, size, variables))
+        fields["model_test_accuracy"] = acc
+    return fields
 
 
 def _image_report(summary: dict[str, Any]) -> list[str]:
@@ -115,6 +138,7 @@ IMAGES = DataKind(
     search_size={"channels": 16, "cells_per_stage": 1},
     smoke={"budget": 4, "batch": 2, "steps": 6, "final_steps": 6, "channels": 4},
     load=lambda dataset, seed, data_dir, text: load_dataset(dataset, seed=seed, data_dir=data_dir),
+    task=lambda dataset: dataset_task(dataset, tuple(DATASETS)),
     train_config=_image_config,
     evaluator=lambda space, data, config, key: training_evaluator(space, data, config),
     retrain=_image_retrain,
@@ -142,10 +166,13 @@ def _text_evaluator(space: Any, data: Any, config: LMTrainConfig, key: jax.Array
     return Evaluator(evaluate)
 
 
-def _text_retrain(key: jax.Array, space: Any, data: Any, config: Any, genotype: Any) -> dict:
+def _text_retrain(
+    key: jax.Array, space: Any, data: Any, config: Any, genotype: Any, out: Any = None
+) -> dict:
+    del out  # saving a text network: not yet
     final = train_lm_population(key, np.asarray(genotype)[None], data, space, config)
-    out = {k: float(final[k][0]) for k in ("valid_bpb", "valid_ppl")}
-    return {**out, "text": data.source}
+    fields = {k: float(final[k][0]) for k in ("valid_bpb", "valid_ppl")}
+    return {**fields, "text": data.source}
 
 
 def _text_report(summary: dict[str, Any]) -> list[str]:
@@ -167,6 +194,7 @@ TEXT = DataKind(
     search_size={},
     smoke={"budget": 4, "batch": 2, "steps": 3, "final_steps": 3, "batch_size": 2, "context": 16},
     load=lambda dataset, seed, data_dir, text: load_text(text),
+    task=lambda dataset: check_choice("dataset", dataset, TEXT_DATASETS) or dataset,
     train_config=_text_config,
     evaluator=_text_evaluator,
     retrain=_text_retrain,

@@ -27,6 +27,37 @@ def _split(variables: Any) -> tuple[Any, Any]:
     return variables.pop("params"), variables
 
 
+def _accuracy(module: nn.Module, variables: Any, x: jnp.ndarray, y: jnp.ndarray, chunk: int) -> Any:
+    """Fraction of ``x`` classified as ``y`` in inference mode, ``chunk`` examples a call."""
+    chunk = min(chunk, x.shape[0])
+    num = x.shape[0] // chunk * chunk  # whole chunks, then the remainder
+    xs = x[:num].reshape((-1, chunk) + x.shape[1:])
+    ys = y[:num].reshape(-1, chunk)
+
+    def correct(batch: tuple) -> jnp.ndarray:
+        logits = module.apply(variables, batch[0], train=False)
+        return jnp.sum(jnp.argmax(logits, -1) == batch[1])
+
+    total = jnp.sum(jax.lax.map(correct, (xs, ys)))
+    if num < x.shape[0]:
+        total += correct((x[num:], y[num:]))
+    return total / x.shape[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _jit_accuracy(module: nn.Module, variables: Any, x: Any, y: Any, chunk: int) -> Any:
+    return _accuracy(module, variables, x, y, chunk)
+
+
+def module_accuracy(
+    module: nn.Module, variables: Any, x: Any, y: Any, batch_size: int = 500
+) -> float:
+    """Test accuracy (a fraction) of a Flax module called as ``apply(variables, x,
+    train=False)`` on ``(x, y)``, ``batch_size`` examples per call (what
+    :func:`train_module` reports, and a saved network is checked with)."""
+    return float(_jit_accuracy(module, variables, jnp.asarray(x), jnp.asarray(y), batch_size))
+
+
 @functools.partial(jax.jit, static_argnums=(1, 3))
 def _train(
     key: jax.Array, module: nn.Module, arrays: tuple[jnp.ndarray, ...], config: TrainConfig
@@ -53,22 +84,8 @@ def _train(
         return (optax.apply_updates(params, updates), rest, opt_state), loss
 
     (params, rest, _), losses = jax.lax.scan(step, (params, rest, tx.init(params)), indices)
-
-    def accuracy(x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
-        chunk = min(config.eval_batch_size, x.shape[0])
-        num = x.shape[0] // chunk * chunk  # whole chunks, then the remainder
-        xs = x[:num].reshape((-1, chunk) + x.shape[1:])
-        ys = y[:num].reshape(-1, chunk)
-
-        def correct(batch: tuple) -> jnp.ndarray:
-            logits = module.apply({"params": params, **rest}, batch[0], train=False)
-            return jnp.sum(jnp.argmax(logits, -1) == batch[1])
-
-        total = jnp.sum(jax.lax.map(correct, (xs, ys)))
-        if num < x.shape[0]:
-            total += correct((x[num:], y[num:]))
-        return total / x.shape[0]
-
+    variables = {"params": params, **rest}
+    accuracy = lambda x, y: _accuracy(module, variables, x, y, config.eval_batch_size)
     return {
         "valid_accuracy": accuracy(x_valid, y_valid),
         "test_accuracy": accuracy(x_test, y_test),

@@ -69,8 +69,13 @@ def _accuracies(
 
 
 def train_member(
-    key: jax.Array, genotype: jnp.ndarray, data: Dataset, space: SearchSpace, config: TrainConfig
-) -> dict[str, jnp.ndarray]:
+    key: jax.Array,
+    genotype: jnp.ndarray,
+    data: Dataset,
+    space: SearchSpace,
+    config: TrainConfig,
+    keep_variables: bool = False,
+) -> dict[str, Any]:
     """Trains one architecture from scratch; pure and traceable (used by the population).
 
     Args:
@@ -80,12 +85,13 @@ def train_member(
       space: a space with ``functional(dataset, channels=..., cells_per_stage=...)``
         (the network as ``init(key)`` / ``apply(params, state, x, genotype, train)``).
       config: the training recipe.
+      keep_variables: also return the trained ``params`` and ``batch_stats``.
 
     Returns:
       ``valid_accuracy`` and ``test_accuracy`` (fractions), ``loss_curve`` (per step).
     """
     net = space.functional(
-        data.name, channels=config.channels, cells_per_stage=config.cells_per_stage
+        data.task, channels=config.channels, cells_per_stage=config.cells_per_stage
     )
     key_init, key_data = jax.random.split(key)
     params, batch_stats = net.init(key_init)
@@ -112,7 +118,10 @@ def train_member(
     final = (params, batch_stats)
     sets = [(data.x_valid, data.y_valid), (data.x_test, data.y_test)]
     valid, test = _accuracies(net.apply, final, genotype, sets, config.eval_batch_size)
-    return {"valid_accuracy": valid, "test_accuracy": test, "loss_curve": losses}
+    out = {"valid_accuracy": valid, "test_accuracy": test, "loss_curve": losses}
+    if keep_variables:
+        out.update(params=params, batch_stats=batch_stats)
+    return out
 
 
 POPULATION_AXIS = "population"
@@ -125,7 +134,9 @@ def population_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (POPULATION_AXIS,))
 
 
-@functools.partial(jax.jit, static_argnames=("space", "config", "name", "num_classes", "mesh"))
+@functools.partial(
+    jax.jit, static_argnames=("space", "config", "name", "num_classes", "mesh", "keep")
+)
 def _train_population(
     key_data: jnp.ndarray,
     genotypes: jnp.ndarray,
@@ -135,6 +146,7 @@ def _train_population(
     name: str,
     num_classes: int,
     mesh: Mesh,
+    keep: bool = False,
 ) -> dict[str, jnp.ndarray]:
     def local(key_data: jnp.ndarray, genotypes: jnp.ndarray, arrays: tuple) -> dict:
         """This device's share of the population, trained member after member."""
@@ -142,7 +154,7 @@ def _train_population(
 
         def one(member: tuple[jnp.ndarray, jnp.ndarray]) -> dict[str, jnp.ndarray]:
             key = jax.random.wrap_key_data(member[0])
-            return train_member(key, member[1], data, space, config)
+            return train_member(key, member[1], data, space, config, keep)
 
         # batch_size=1 would vmap a size-1 axis, turning each switch into a select.
         batch_size = None if config.member_batch == 1 else config.member_batch
@@ -221,7 +233,8 @@ def train_population(
     *,
     split: bool = True,
     mesh: Mesh | None = None,
-) -> dict[str, np.ndarray]:
+    keep_variables: bool = False,
+) -> dict[str, Any]:
     """Trains P different architectures in one compiled call, sharded over devices.
 
     The population axis is split over the devices of ``mesh`` (default: all devices of
@@ -241,13 +254,15 @@ def train_population(
       config: the training recipe (static).
       split: split ``key`` into P member keys (else ``key`` is already ``[P]`` keys).
       mesh: a 1D mesh with axis ``"population"`` (see :func:`population_mesh`).
+      keep_variables: also return the trained ``params`` and ``batch_stats`` of every
+        member (pytrees of ``[P, ...]`` arrays; another compiled program).
 
     Returns:
       Dict of ``valid_accuracy[P]``, ``test_accuracy[P]``, ``loss_curve[P, steps]``.
     """
     args, size = _program_args(key, genotypes, data, space, config, split, mesh)
-    out = _train_population(*args)
-    return {k: np.asarray(v)[:size] for k, v in out.items()}
+    out = _train_population(*args, keep=keep_variables)
+    return jax.tree.map(lambda v: np.asarray(v)[:size], out)
 
 
 class PopulationProgram(NamedTuple):

@@ -107,7 +107,7 @@ def dnas_bit_search(
         raise NasjaxError("the differentiable bit search needs fixed_arch and keep-ratio 1.0")
     if any(not w >= 0 for w in cost_weights):
         raise NasjaxError(f"cost weights must be >= 0, got {list(cost_weights)}")
-    costs = unit_costs(space, data.name, config.channels, config.cells_per_stage)
+    costs = unit_costs(space, data.task, config.channels, config.cells_per_stage)
     arrays = tuple(jnp.asarray(a) for a in data[:2])
     logits = _search(
         key,
@@ -116,7 +116,7 @@ def dnas_bit_search(
         jnp.asarray(costs, jnp.float32),
         space,
         config,
-        data.name,
+        data.task,
         arch_learning_rate,
     )
     logits = np.asarray(logits)

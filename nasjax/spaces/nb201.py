@@ -20,7 +20,7 @@ from nasjax.errors import NasjaxError
 from nasjax.nets.relaxed import RelaxedNetwork
 from nasjax.spaces.base import SearchSpace
 from nasjax.spaces.decoded import decoded_costs, decoded_measure
-from nasjax.spaces.nb201_functional import NB201Functional
+from nasjax.spaces.nb201_functional import NB201Functional, to_flax_variables
 from nasjax.spaces.nb201_net import EDGES, OPS, NB201Network
 from nasjax.spaces.nb201_search_net import nb201_relaxed_network
 from nasjax.tasks import get_task
@@ -210,6 +210,14 @@ class NB201Space(SearchSpace):
             cells_per_stage=cells_per_stage,
             ndim=task.ndim,
         )
+
+    def decoded_variables(
+        self, genotype: object, dataset: str, params: Any, state: Any, **size: int
+    ) -> dict[str, Any]:
+        """One member's trained :meth:`functional` ``params``/``state`` as the variables of
+        :meth:`decode` (``{"params", "batch_stats"}``; only the chosen ops' weights)."""
+        net = self.functional(dataset, **self.resolve_size(size))
+        return to_flax_variables(net, params, state, self.validate(genotype))
 
     # ------------------------------------------------------------- the space contract
     @property

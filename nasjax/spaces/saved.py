@@ -1,0 +1,107 @@
+"""A search's final network, saved beside its summary and loaded back in one call.
+
+A run folder that kept its retrained network holds ``model.json`` (what rebuilds the
+module: the space's name, the genotype, the task's input shape and classes, the size
+settings, and what else the search fixed, e.g. a compression policy's bits and masks) and
+``model.msgpack`` (the module's variables, ``flax.serialization`` msgpack). Both are
+written atomically (:mod:`nasjax.rundir`), variables first, so a ``model.json`` always
+names a complete variables file.
+
+``load_result(dir)`` gives the genotype, ``module = space.decode(genotype, task, **size)``
+and its ``variables``: ``result.module.apply(result.variables, x, train=False)`` gives the
+logits of ``x`` (``[N, *input_shape]``, channels last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.serialization
+import jax
+import numpy as np
+
+from nasjax.errors import NasjaxError
+from nasjax.rundir import read_json_record, write_bytes_atomic, write_json_atomic
+from nasjax.tasks import Task
+
+MODEL_FILE = "model.json"
+VARIABLES_FILE = "model.msgpack"
+_FORMAT, _VERSION = "nasjax-model", 1
+_FIELDS = ("space", "genotype", "input_shape", "num_classes", "size", "summary", "extra")
+
+
+class SavedResult(NamedTuple):
+    """A run's final network: ``module.apply(variables, x, train=False)`` -> logits."""
+
+    genotype: np.ndarray
+    module: Any
+    variables: dict[str, Any]
+    summary: dict[str, Any]
+    task: Task
+    size: dict[str, int]
+    extra: dict[str, Any]
+
+
+def save_model(
+    out: str | os.PathLike,
+    space: Any,
+    genotype: Any,
+    task: Task,
+    size: dict[str, int],
+    variables: Any,
+    *,
+    summary_file: str = "summary.json",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """Writes ``model.msgpack`` then ``model.json`` to ``out``; returns the summary field
+    ``{"model": "model.json"}``. ``extra``: JSON fields the module needs besides."""
+    out = Path(out)
+    state = flax.serialization.to_state_dict(variables)
+    state = jax.tree.map(np.asarray, state)
+    write_bytes_atomic(out / VARIABLES_FILE, flax.serialization.msgpack_serialize(state))
+    record = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "space": space.name,
+        "genotype": [int(v) for v in np.asarray(genotype).ravel()],
+        "input_shape": [int(v) for v in task.input_shape],
+        "num_classes": int(task.num_classes),
+        "size": {k: int(v) for k, v in size.items()},
+        "summary": summary_file,
+        "extra": extra or {},
+    }
+    write_json_atomic(out / MODEL_FILE, record)
+    return {"model": MODEL_FILE}
+
+
+def load_result(run_dir: str | os.PathLike) -> SavedResult:
+    """The retrained network a run saved (``nasjax search``, the gradient search and the
+    compression search scripts), its genotype and its summary.
+
+    Raises:
+      NasjaxError: one line when the folder holds no saved network or a damaged one.
+    """
+    from nasjax.spaces import make_space  # the registry imports every space
+
+    folder = Path(run_dir)
+    if not (folder / MODEL_FILE).is_file():
+        raise NasjaxError(
+            f"{str(folder)!r} holds no saved network ({MODEL_FILE}); runs of nasjax search, "
+            "experiments/darts_search.py and experiments/compression_search.py save one"
+        )
+    record = read_json_record(folder / MODEL_FILE, _FORMAT, _VERSION, _FIELDS, "saved network")
+    try:
+        blob = (folder / VARIABLES_FILE).read_bytes()
+        variables = flax.serialization.msgpack_restore(blob)
+    except (OSError, ValueError) as err:
+        raise NasjaxError(f"cannot read {folder / VARIABLES_FILE}: {err}") from None
+    summary_path = folder / record["summary"]
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    space = make_space(record["space"])
+    task = Task(tuple(record["input_shape"]), int(record["num_classes"]))
+    genotype = np.asarray(record["genotype"], np.int32)
+    module = space.decode(genotype, task, **record["size"], **record["extra"].get("decode", {}))
+    return SavedResult(genotype, module, variables, summary, task, record["size"], record["extra"])
