@@ -37,6 +37,7 @@ from nasjax.search import RESULTS_FILE, run_search
 from nasjax.search.bounds import bounded_evaluator, bounds_summary, check_bounds
 from nasjax.spaces import SPACES, make_space, require
 from nasjax.strategies import STRATEGIES, make_strategy
+from nasjax.tracking import TensorBoardWriter
 
 LATENCY_TABLE_FILE = "latency_table.json"  # the --max-latency-ms search's device table
 MULTI_OBJECTIVE = ("nsga2",)  # strategies told [B, M] objectives, not one fitness
@@ -78,6 +79,7 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--tensorboard", default=None, help="also log records to TensorBoard here")
 
 
 def _info_parser(sub: Any) -> None:
@@ -170,6 +172,7 @@ class SearchConfig:
     out: str
     resume: bool
     no_progress: bool
+    tensorboard: str | None
 
 
 def _config(cls: type, args: argparse.Namespace) -> Any:
@@ -235,7 +238,7 @@ def _bounds(cfg: SearchConfig) -> dict[str, float]:
 
 def _run_config(cfg: SearchConfig, dataset: str, size: dict) -> dict[str, Any]:
     """The settings that change results (compared on ``--resume``)."""
-    skip = ("out", "resume", "no_progress", "size")
+    skip = ("out", "resume", "no_progress", "size", "tensorboard")
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}
     return dict(sorted({**fields, **size, "dataset": dataset}.items()))
 
@@ -276,6 +279,7 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
             resume=cfg.resume,
         )
     generations = -(-cfg.budget // cfg.batch)
+    callbacks = [TensorBoardWriter(cfg.tensorboard)] if cfg.tensorboard else []
     result = run_search(
         key_search,
         space,
@@ -286,6 +290,7 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
         resume=cfg.resume,
         progress=not cfg.no_progress,
         config=config,
+        callbacks=callbacks,
     )
     final_config = kind.train_config(_recipe(cfg, size, cfg.final_steps))
     best = result.best_genotype

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -31,6 +32,7 @@ from nasjax.relaxation.methods import (
 )
 from nasjax.rundir import RunDir
 from nasjax.spaces.base import SearchSpace
+from nasjax.tracking import Callback, notify_end, notify_records
 
 LOG_FILE = "search.jsonl"
 PARAMETER_FREE_OPS = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3"})
@@ -144,6 +146,7 @@ def gradient_search(
     resume: bool = False,
     progress: bool = True,
     run_config: dict | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> GradientSearchResult:
     """Runs ``epochs`` epochs of ``config.method`` over ``net`` and derives a genotype.
 
@@ -162,6 +165,8 @@ def gradient_search(
       progress: show a tqdm bar.
       run_config: every setting that changes the results (e.g. the script's flags),
         stored with the first checkpoint and compared on ``resume``; ``None``: unchecked.
+      callbacks: :class:`nasjax.tracking.Callback` s, told each epoch's record (step: the
+        epoch, from 1) and, at the end, the search's wall time.
 
     Returns:
       The final genotype and arch string, the per-epoch log, the state and the wall time.
@@ -193,12 +198,14 @@ def gradient_search(
                 )
                 history.append(record)
                 run.append([record])
+                notify_records(callbacks, [record], epoch + 1)
                 run.save(epoch + 1, state)
                 bar.set_postfix(
                     entropy=f"{record['alpha_entropy']:.3f}", free=record["num_parameter_free"]
                 )
                 bar.update(1)
     genotype = np.asarray(history[-1]["genotype"], np.int32)
+    notify_end(callbacks, {"search_s": history[-1]["wall_s"]})
     return GradientSearchResult(
         genotype=genotype,
         arch=history[-1]["arch"],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from nasjax.rundir import RunDir
 from nasjax.spaces.base import SearchSpace
 from nasjax.strategies.base import Strategy
+from nasjax.tracking import Callback, notify_end, notify_records
 
 EvaluateFn = Callable[[jax.Array, jnp.ndarray], tuple[jnp.ndarray, dict[str, Any]]]
 
@@ -77,6 +78,7 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     config: dict | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> SearchResult:
     """Runs ``num_generations`` ask/evaluate/tell rounds.
 
@@ -95,6 +97,9 @@ def run_search(
       progress: show a tqdm bar with the best fitness so far.
       config: every setting that changes the results (e.g. the command-line flags),
         stored with the first checkpoint and compared on ``resume``; ``None``: unchecked.
+      callbacks: :class:`nasjax.tracking.Callback` s, told each record (step: the
+        evaluation's index, ``generation * B + member``) and, at the end, the best fitness
+        and the number evaluated.
 
     Returns:
       The best genotype, its fitness, the number evaluated and the final state.
@@ -116,11 +121,17 @@ def run_search(
                 state, told = tell(state, population, fitness)
                 population, fitness = np.asarray(population), np.asarray(fitness)
                 wall_s = time.time() - t0
-                run.append(_records(space, generation, population, fitness, metrics, wall_s))
+                records = _records(space, generation, population, fitness, metrics, wall_s)
+                run.append(records)
+                notify_records(callbacks, records, generation * len(records))
                 run.save(generation + 1, state)
                 bar.set_postfix(best=f"{float(told['best_fitness']):.4f}")
                 bar.update(1)
     best = state.best
+    notify_end(
+        callbacks,
+        {"best_fitness": float(best.fitness), "num_evaluated": int(best.num_evaluated)},
+    )
     return SearchResult(
         best_genotype=np.asarray(best.genotype),
         best_fitness=float(best.fitness),
