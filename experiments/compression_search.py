@@ -36,6 +36,8 @@ measured): baselines w32a32 94.6 %, w8a8 96.1 %, w4a4 86.9 %, w2a2 27.4 %, keep0
 size (13.0 kB) its best member reaches 92.5 % at 11.2 kB, 5.6 points *above* w4a4 (with
 ``--generations 4`` it fell 2.3 points short; see README). ``--smoke``
 runs tiny sizes for tests. Writes ``OUT/results.json``, ``OUT/compression_front.png``,
+the retrained front member at w4a4's size with its bits and keep ratios (``OUT/model.json``
++ ``model.msgpack``, ``nasjax.load_result(OUT)``),
 ``OUT/uniform.jsonl``, ``OUT/dnas.jsonl`` and ``OUT/{mixed,joint}/results.jsonl`` (with
 checkpoints; ``--resume`` reuses the scored baselines and continues the two NSGA-II
 searches).
@@ -63,7 +65,8 @@ from nasjax.evaluation.compression import (  # noqa: E402
     population_costs,
     train_padded,
 )
-from nasjax.evaluation.training import TrainConfig  # noqa: E402
+from nasjax.evaluation.module_training import module_accuracy  # noqa: E402
+from nasjax.evaluation.training import TrainConfig, train_population  # noqa: E402
 from nasjax.flags import (  # noqa: E402
     OneLineErrorParser,
     at_least,
@@ -80,6 +83,7 @@ from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
 from nasjax.search import RESULTS_FILE, run_search  # noqa: E402
 from nasjax.spaces.compress import CompressedSpace  # noqa: E402
 from nasjax.spaces.nb201 import NB201Space  # noqa: E402
+from nasjax.spaces.saved import save_model, trained_network  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402
 
 BEST_CELL = (
@@ -257,11 +261,47 @@ def run(args: argparse.Namespace) -> dict:
         seed=args.seed,
         wall_s=round(time.perf_counter() - start, 2),
     )
+    final_key = jax.random.fold_in(jax.random.key(args.seed), 5)
+    results["final"] = retrain_and_save(out, final_key, results, searched, score)
     plot(out / "compression_front.png", uniform, searched, results["pareto"])
     write_json_atomic(out / "results.json", results)
     report(results)
     print(f"wrote {out / 'results.json'}")
     return results
+
+
+def retrain_and_save(out: Path, key, results: dict, searched: dict, score: dict) -> dict:
+    """Retrains the front's member at w4a4's size (else its most accurate on valid) through
+    the joint space and saves it with its bits and keep ratios (``OUT/model.json``,
+    ``model.msgpack``; ``nasjax.load_result(OUT)``); returns the fields for results.json."""
+    c = results["at_w4a4_size"]
+    if c["front_arch"] is None:
+        best = max(results["pareto"], key=lambda p: p["valid_accuracy"])
+        arch, method = best["arch"], best["method"]
+    else:
+        arch, method = c["front_arch"], c["front_method"]
+    record = next(r for r in searched[method] if r["arch"] == arch)
+    g = np.asarray(record["genotype"], np.int32)
+    joint, data, config = score["joint"], score["data"], score["config"]
+    g = g if method == "joint" else score["to_joint"](g[None])[0]  # the fixed cell first
+    final = train_population(key, g[None], data, joint, config, keep_variables=True)
+    size = {"channels": config.channels, "cells_per_stage": config.cells_per_stage}
+    member = jax.tree.map(lambda a: a[0], (final["params"], final["batch_stats"]))
+    module, variables, extra = trained_network(joint, g, data.task, size, *member)
+    batch = config.eval_batch_size
+    acc = module_accuracy(module, variables, data.x_test, data.y_test, batch)
+    saved = save_model(
+        out, joint, g, data.task, size, variables, summary_file="results.json", extra=extra
+    )
+    return {
+        "arch": joint.to_string(g),
+        "method": method,
+        "genotype": [int(v) for v in g],
+        "test_accuracy": float(final["test_accuracy"][0]),
+        "valid_accuracy": float(final["valid_accuracy"][0]),
+        "model_test_accuracy": acc,
+        **saved,
+    }
 
 
 def front_of(records: list[dict]) -> list[dict]:

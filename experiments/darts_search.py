@@ -21,7 +21,8 @@ steps): darts1 / gdas / pcdarts about 3-6 minutes, darts2 about three times dart
 retraining 1-2 minutes. ``--smoke`` runs 2 epochs of a tiny network for tests.
 
 Writes ``OUT/result.json`` (``arch``, ``test_accuracy``, ``search_s``, per-epoch history
-and settings) and ``OUT/alpha.png`` (each edge's op weights over the epochs).
+and settings), ``OUT/alpha.png`` (each edge's op weights over the epochs) and the
+retrained network (``OUT/model.json`` + ``model.msgpack``; ``nasjax.load_result(OUT)``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import numpy as np  # noqa: E402
 
 from nasjax.data import load_dataset  # noqa: E402
 from nasjax.errors import check_choice  # noqa: E402
-from nasjax.evaluation.module_training import train_module  # noqa: E402
+from nasjax.evaluation.module_training import module_accuracy, train_module  # noqa: E402
 from nasjax.evaluation.training import TrainConfig  # noqa: E402
 from nasjax.flags import (  # noqa: E402
     OneLineErrorParser,
@@ -55,6 +56,8 @@ from nasjax.relaxation.methods import METHODS, UNROLLED, method_config  # noqa: 
 from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
 from nasjax.search.gradient import gradient_search  # noqa: E402
 from nasjax.spaces import make_space  # noqa: E402
+from nasjax.spaces.saved import save_model  # noqa: E402
+from nasjax.tracking import TensorBoardWriter  # noqa: E402
 
 SPACES = ("nb201", "darts")
 DATASETS = ("mnist1d", "digits", "cifar10")
@@ -94,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes for tests")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tensorboard", default=None, help="also log each epoch to TensorBoard here")
     return p.parse_args(argv)
 
 
@@ -154,7 +158,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Searches, retrains the found genotype and writes ``result.json`` and ``alpha.png``."""
     _sizes(args)
     out = Path(args.out)
-    run_config = flags_config(args)  # --resume with another --method, --seed... is refused
+    # --resume with another --method, --seed... is refused (where logs go changes nothing)
+    run_config = flags_config(args, skip=("tensorboard",))
     RunDir.check(out, run_config, resume=args.resume)
     data = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     space = make_space(args.space)
@@ -179,12 +184,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         resume=args.resume,
         progress=not args.no_progress,
         run_config=run_config,
+        callbacks=[TensorBoardWriter(args.tensorboard, args.method)] if args.tensorboard else [],
     )
     t0 = time.time()
     final_size = _network_size(args.space, args.final_channels, args.final_cells)
     module = space.decode(found.genotype, args.dataset, **final_size)
     final_config = TrainConfig(steps=args.final_steps, batch_size=args.batch_size)
-    final = train_module(key_final, module, data, final_config)
+    final = train_module(key_final, module, data, final_config, keep_variables=True)
+    trained = final["variables"]
+    model_acc = module_accuracy(
+        module, trained, data.x_test, data.y_test, final_config.eval_batch_size
+    )
+    saved = save_model(
+        out, space, found.genotype, data.task, final_size, trained, summary_file="result.json"
+    )
     variables = init_abstract(module, data.input_shape)
     last = found.history[-1]
     result = {
@@ -192,6 +205,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "genotype": found.genotype.tolist(),
         "test_accuracy": final["test_accuracy"],
         "valid_accuracy": final["valid_accuracy"],
+        "model_test_accuracy": model_acc,
+        **saved,
         "params": count_params(variables["params"]),
         "search_s": found.search_s,
         "search_s_per_epoch": found.search_s / len(found.history),

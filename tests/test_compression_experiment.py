@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from numerics import assert_same_accuracy
+
+import nasjax
+from nasjax.data import load_dataset
+from nasjax.evaluation.module_training import module_accuracy
+from nasjax.spaces.compress import CompressedSpace
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "compression_search.py"
 
@@ -84,3 +90,14 @@ def test_smoke_run_writes_results_and_plot(tmp_path):
     assert "delta_test_accuracy" in results["at_w4a4_size"]
     assert (tmp_path / "compression_front.png").stat().st_size > 0
     assert len((tmp_path / "mixed" / "results.jsonl").read_text().splitlines()) == 4
+    # The retrained front member, saved with its policy, loads back bit for bit.
+    saved = nasjax.load_result(tmp_path)
+    final = results["final"]
+    assert saved.genotype.tolist() == final["genotype"] and saved.summary == results
+    space = CompressedSpace()
+    policy = {u: list(v) for u, v in space.policy_values(saved.genotype).items()}
+    assert saved.extra["policy"] == policy and saved.extra["module"] == "functional"
+    data = load_dataset("mnist1d", seed=0)
+    acc = module_accuracy(saved.module, saved.variables, data.x_test, data.y_test, 500)
+    assert acc == final["model_test_accuracy"]
+    assert_same_accuracy(acc, final["test_accuracy"], len(data.y_test))

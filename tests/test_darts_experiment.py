@@ -7,7 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import load_experiment
+from numerics import assert_same_accuracy
+from test_tracking import read_scalars
 
+import nasjax
+from nasjax.data import load_dataset
+from nasjax.evaluation.module_training import module_accuracy
 from nasjax.rundir import RunDir, flags_config
 from nasjax.spaces import NB201Space
 
@@ -43,7 +48,8 @@ def test_resume_with_other_flags_is_refused_before_any_work(script, tmp_path, ca
     argv = ["--smoke", "--no-progress", "--out", str(tmp_path)]
     args = script.parse_args(argv)
     script._sizes(args)
-    with RunDir.open(tmp_path, flags_config(args), resume=False, log_name="search.jsonl") as run:
+    config = flags_config(args, skip=("tensorboard",))
+    with RunDir.open(tmp_path, config, resume=False, log_name="search.jsonl") as run:
         run.save(1, {"x": jnp.zeros(2)})
     code = script.main([*argv, "--resume", "--method", "gdas", "--seed", "5"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -62,8 +68,11 @@ def test_resume_with_other_flags_is_refused_before_any_work(script, tmp_path, ca
 def test_each_method_searches_and_retrains_at_smoke_size(script, tmp_path, capsys, method):
     out = tmp_path / method
     argv = ["--method", method, "--smoke", "--out", str(out), "--no-progress"]
-    assert script.main(argv) == 0
+    assert script.main([*argv, "--tensorboard", str(tmp_path / "tb")]) == 0
     result = json.loads((out / "result.json").read_text())
+    log = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
+    entropy = read_scalars(tmp_path / "tb")[f"{method}/alpha_entropy"]
+    assert entropy == {r["epoch"]: np.float32(r["alpha_entropy"]) for r in log}
     space = NB201Space()
     assert result["arch"] == space.to_string(space.from_string(result["arch"]))
     assert 0.0 <= result["test_accuracy"] <= 1.0 and result["search_s"] > 0
@@ -75,6 +84,14 @@ def test_each_method_searches_and_retrains_at_smoke_size(script, tmp_path, capsy
     assert f"arch: {result['arch']}" in capsys.readouterr().out
     if method == "gdas":
         assert result["history"][1]["tau"] < result["history"][0]["tau"]
+    # The retrained network, saved and loaded back, gives the accuracy it was saved with.
+    saved = nasjax.load_result(out)
+    assert saved.genotype.tolist() == result["genotype"] and saved.summary == result
+    data = load_dataset("mnist1d", seed=0)
+    batch = result["final_training"]["eval_batch_size"]
+    acc = module_accuracy(saved.module, saved.variables, data.x_test, data.y_test, batch)
+    assert acc == result["model_test_accuracy"]
+    assert_same_accuracy(acc, result["test_accuracy"], len(data.y_test))
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from nasjax.errors import check_choice
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
 from nasjax.evaluation.module_training import module_accuracy
 from nasjax.evaluation.training import Evaluator, train_population, training_evaluator
-from nasjax.spaces.saved import save_model
+from nasjax.spaces.saved import save_model, trained_network
 from nasjax.spaces.transformer import DATASETS as TEXT_DATASETS
 from nasjax.text import load_text
 from nasjax.training_recipe import TrainConfig
@@ -99,19 +99,18 @@ def _image_config(recipe: Recipe) -> TrainConfig:
 def _image_retrain(
     key: jax.Array, space: Any, data: Any, config: Any, genotype: Any, out: Any = None
 ) -> dict:
-    """Retrains ``genotype``; with ``out`` (and a space that exports the decoded network's
-    variables) saves that network there and reports its own test accuracy."""
-    keep = out is not None and hasattr(space, "decoded_variables")
+    """Retrains ``genotype``; with ``out`` saves the trained network there
+    (:mod:`nasjax.spaces.saved`) and reports its own test accuracy."""
     g = np.asarray(genotype)
+    keep = out is not None
     final = train_population(key, g[None], data, space, config, keep_variables=keep)
     fields = {k: float(final[k][0]) for k in ("test_accuracy", "valid_accuracy")}
     if keep:
         size = {"channels": config.channels, "cells_per_stage": config.cells_per_stage}
         member = jax.tree.map(lambda a: a[0], (final["params"], final["batch_stats"]))
-        variables = space.decoded_variables(g, data.task, *member, **size)
-        module = space.decode(g, data.task, **size)
+        module, variables, extra = trained_network(space, g, data.task, size, *member)
         acc = module_accuracy(module, variables, data.x_test, data.y_test, config.eval_batch_size)
-        fields.update(save_model(out, space, g, data.task, size, variables))
+        fields.update(save_model(out, space, g, data.task, size, variables, extra=extra))
         fields["model_test_accuracy"] = acc
     return fields
 

@@ -90,11 +90,17 @@ def _train(
         "valid_accuracy": accuracy(x_valid, y_valid),
         "test_accuracy": accuracy(x_test, y_test),
         "loss_curve": losses,
+        "variables": variables,
     }
 
 
 def train_module(
-    key: jax.Array, module: nn.Module, data: Dataset, config: TrainConfig
+    key: jax.Array,
+    module: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    keep_variables: bool = False,
 ) -> dict[str, Any]:
     """Trains ``module`` on ``data`` for ``config.steps`` steps and tests it.
 
@@ -105,6 +111,7 @@ def train_module(
       data: the dataset.
       config: optimiser, learning rate, batch size and steps (``channels`` and
         ``cells_per_stage`` are the module's business and ignored here).
+      keep_variables: also return the trained ``variables`` (numpy arrays).
 
     Returns:
       ``valid_accuracy`` and ``test_accuracy`` (floats, fractions) and ``loss_curve``.
@@ -114,8 +121,11 @@ def train_module(
         for a in (data.x_train, data.y_train, data.x_valid, data.y_valid, data.x_test, data.y_test)
     )
     out = _train(key, module, arrays, config)
-    return {
+    result = {
         "valid_accuracy": float(out["valid_accuracy"]),
         "test_accuracy": float(out["test_accuracy"]),
         "loss_curve": jax.device_get(out["loss_curve"]),
     }
+    if keep_variables:
+        result["variables"] = jax.device_get(out["variables"])
+    return result

@@ -9,7 +9,10 @@ names a complete variables file.
 
 ``load_result(dir)`` gives the genotype, ``module = space.decode(genotype, task, **size)``
 and its ``variables``: ``result.module.apply(result.variables, x, train=False)`` gives the
-logits of ``x`` (``[N, *input_shape]``, channels last).
+logits of ``x`` (``[N, *input_shape]``, channels last). A space whose trained network has
+no decoded Flax twin (a compressed network: quantized weights and activations, channel
+masks from the weights' L1 ranks) is saved as its ``functional`` network's ``params`` and
+``state``, and loaded as a :class:`FunctionalModule` with the same ``apply``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ _FORMAT, _VERSION = "nasjax-model", 1
 _FIELDS = ("space", "genotype", "input_shape", "num_classes", "size", "summary", "extra")
 
 
+class FunctionalModule(NamedTuple):
+    """A space's functional network fixed to one genotype, called like a Flax module:
+    ``apply({"params": ..., "state": ...}, x, train=False) -> logits``."""
+
+    net: Any
+    genotype: tuple[int, ...]
+
+    def apply(self, variables: dict[str, Any], x: Any, train: bool = False) -> Any:
+        """Logits of ``x`` (``train=True`` would also update the state; it is dropped)."""
+        g = jax.numpy.asarray(self.genotype, jax.numpy.int32)
+        return self.net.apply(variables["params"], variables["state"], x, g, train)[0]
+
+
 class SavedResult(NamedTuple):
     """A run's final network: ``module.apply(variables, x, train=False)`` -> logits."""
 
@@ -43,6 +59,23 @@ class SavedResult(NamedTuple):
     task: Task
     size: dict[str, int]
     extra: dict[str, Any]
+
+
+def trained_network(
+    space: Any, genotype: Any, task: Task, size: dict[str, int], params: Any, state: Any
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``(module, variables, extra)`` to save for one trained member of ``space.functional``:
+    the decoded Flax network where the space exports to it (``decoded_variables``), else
+    the functional network itself (:class:`FunctionalModule`)."""
+    g = np.asarray(genotype)
+    if hasattr(space, "decoded_variables"):
+        variables = space.decoded_variables(g, task, params, state, **size)
+        return space.decode(g, task, **size), variables, {}
+    module = FunctionalModule(space.functional(task, **size), tuple(int(v) for v in g))
+    extra: dict[str, Any] = {"module": "functional"}
+    if hasattr(space, "policy_values"):  # a compression policy: bits and keep ratios
+        extra["policy"] = {u: list(v) for u, v in space.policy_values(g).items()}
+    return module, {"params": params, "state": state}, extra
 
 
 def save_model(
@@ -103,5 +136,9 @@ def load_result(run_dir: str | os.PathLike) -> SavedResult:
     space = make_space(record["space"])
     task = Task(tuple(record["input_shape"]), int(record["num_classes"]))
     genotype = np.asarray(record["genotype"], np.int32)
-    module = space.decode(genotype, task, **record["size"], **record["extra"].get("decode", {}))
+    if record["extra"].get("module") == "functional":
+        net = space.functional(task, **record["size"])
+        module: Any = FunctionalModule(net, tuple(int(v) for v in genotype))
+    else:
+        module = space.decode(genotype, task, **record["size"])
     return SavedResult(genotype, module, variables, summary, task, record["size"], record["extra"])
