@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 
+import jax
 import numpy as np
 import pytest
 from numerics import assert_same_accuracy
@@ -72,3 +73,29 @@ def test_a_damaged_variables_file_is_one_clear_line(tmp_path):
     (tmp_path / VARIABLES_FILE).write_bytes(b"\x00\x01")
     with pytest.raises(NasjaxError, match="cannot read"):
         nasjax.load_result(tmp_path)
+
+
+def _records(run):
+    lines = (run / "results.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "wall_s"} for line in lines]
+
+
+@pytest.mark.slow
+def test_an_npz_copy_of_mnist1d_finds_and_saves_the_same_network(smoke_run, tmp_path):
+    """--dataset F.npz holding the built-in split's arrays runs the same programs on the same
+    data: the same search records, the same retrained network, bit for bit."""
+    out, summary = smoke_run
+    data = load_dataset("mnist1d", seed=SMOKE_SEED)
+    path = tmp_path / "mnist1d.npz"
+    np.savez(path, **{k: getattr(data, k) for k in data._fields[:6]})
+    mine = tmp_path / "run"
+    argv = ["search", "--smoke", "--seed", str(SMOKE_SEED), "--no-progress", "--out", str(mine)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*argv, "--dataset", str(path)]) == 0
+    assert _records(mine) == _records(out)
+    ours = json.loads((mine / "summary.json").read_text())
+    for key in ("arch", "test_accuracy", "valid_accuracy", "model_test_accuracy", "params"):
+        assert ours[key] == summary[key], key
+    theirs, loaded = nasjax.load_result(out), nasjax.load_result(mine)
+    for a, b in zip(jax.tree.leaves(theirs.variables), jax.tree.leaves(loaded.variables)):
+        np.testing.assert_array_equal(a, b)
