@@ -53,6 +53,7 @@ from nasjax.strategies import (
 )
 from nasjax.tasks import TASKS, Task, get_task
 from nasjax.text import TextData, load_text
+from nasjax.tracking import Callback, TensorBoardWriter
 from nasjax.transformer_costs import flops_per_token, param_counts
 
 
@@ -83,6 +84,7 @@ __all__ = [
     "STRATEGIES",
     "TASKS",
     "BestSoFar",
+    "Callback",
     "CompressedSpace",
     "Dataset",
     "ElasticSupernet",
@@ -97,6 +99,7 @@ __all__ = [
     "SearchSpace",
     "Strategy",
     "Task",
+    "TensorBoardWriter",
     "TextData",
     "TrainConfig",
     "TransformerSpace",
