@@ -3,6 +3,8 @@
 ``python tests/distributed_worker.py [COORDINATOR NUM_PROCESSES PROCESS_ID]`` trains
 ``POPULATION`` with the ``CONFIG`` recipe over every device of every process and prints
 one JSON line: the device and process counts and each member's results.
+``python tests/distributed_worker.py --proxies`` prints the zero-cost scores of
+``POPULATION`` (:func:`proxy_scores`) instead.
 """
 
 import json
@@ -12,6 +14,7 @@ import jax
 import numpy as np
 
 from nasjax.data import load_dataset
+from nasjax.evaluation import proxies
 from nasjax.evaluation.training import TrainConfig, train_population
 from nasjax.spaces import NB201Space
 
@@ -29,7 +32,22 @@ def evaluate() -> dict:
     return {name: np.asarray(value).tolist() for name, value in out.items()}
 
 
+def proxy_scores() -> dict:
+    """synflow and snip of ``POPULATION`` (tiny MNIST-1D network) on the visible devices."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 40, 1)).astype(np.float32), np.arange(8) % 10
+    tiny = dict(channels=4, cells_per_stage=1)
+    key = jax.random.key(SEED)
+    return {
+        proxy: proxies.score_population(proxy, POPULATION, "mnist1d", x, y, key, **tiny).tolist()
+        for proxy in ("synflow", "snip")
+    }
+
+
 def main(argv: list[str]) -> None:
+    if argv == ["--proxies"]:
+        print(json.dumps({**proxy_scores(), "num_devices": jax.device_count()}), flush=True)
+        return
     if argv:
         coordinator, num_processes, process_id = argv[0], int(argv[1]), int(argv[2])
         jax.distributed.initialize(coordinator, num_processes, process_id)

@@ -14,6 +14,7 @@ import pytest
 from numerics import assert_same_accuracy
 
 from nasjax.data import load_dataset
+from nasjax.devices import COLLECTIVE_TIMEOUTS, use_cpu_cores
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
@@ -88,3 +89,39 @@ def test_two_processes_evaluate_one_population_together(one_device):
     for out in outputs:
         assert out["num_processes"] == 2 and out["num_devices"] == 2
         _assert_same_members(out, one_device)
+
+
+def test_proxy_scores_on_two_devices_match_one_device():
+    """Zero-cost scoring splits the population over the devices (3 cells: one padded
+    copy on the second device, dropped); each cell's score is what it is alone."""
+    run = subprocess.run(
+        [sys.executable, str(WORKER), "--proxies"],
+        env=_env(2),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    two = _result(run.stdout)
+    assert two["num_devices"] == 2
+    one = worker.proxy_scores()
+    for proxy in ("synflow", "snip"):
+        assert len(two[proxy]) == len(worker.POPULATION)
+        np.testing.assert_allclose(two[proxy], one[proxy], rtol=1e-6, err_msg=proxy)
+
+
+def test_entry_points_let_host_devices_wait_for_each_other(monkeypatch):
+    """XLA:CPU aborts a process whose host devices reach a collective more than 40 s
+    apart (a loaded machine, a share of slow members); the entry points raise the limits,
+    and a value the user set wins."""
+    terminate, _ = COLLECTIVE_TIMEOUTS[1]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    use_cpu_cores()
+    flags = os.environ["XLA_FLAGS"].split()
+    assert all(f"{flag}={value}" in flags for flag, value in COLLECTIVE_TIMEOUTS)
+    assert dict(COLLECTIVE_TIMEOUTS)[terminate] >= 24 * 3600
+    monkeypatch.setenv("XLA_FLAGS", f"{terminate}=5")
+    use_cpu_cores()
+    assert [f for f in os.environ["XLA_FLAGS"].split() if f.startswith(terminate)] == [
+        f"{terminate}=5"
+    ]

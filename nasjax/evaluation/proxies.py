@@ -13,7 +13,9 @@ the classifier); not biases, not BatchNorm parameters.
   (batch 1, the dataset's input shape), **BatchNorm removed** (the reference builds the
   network with ``bn=False``, which turns every BatchNorm into the identity) and everything
   in **float64** (the reference calls ``net.double()``; in float32 the product over ~45
-  layers of abs-weights overflows at C=16, N=5). Computed under ``jax.enable_x64``.
+  layers of abs-weights overflows at C=16, N=5). Computed under ``jax.enable_x64``, as
+  the derivative of ``R`` along the kernels themselves (one forward-mode pass; every term
+  of the sum is >= 0, so the sum of ``theta * dR/dtheta`` is that derivative).
 * ``snip`` (Lee et al., ICLR 2019): ``sum |theta * dL/dtheta|``, ``L`` the mean
   cross-entropy of the batch.
 * ``grad_norm``: the sum over weight tensors of the Euclidean norm of ``dL/dtheta``.
@@ -60,9 +62,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, PartitionSpec
 
 from nasjax.errors import NasjaxError, check_choice
-from nasjax.nets.layers import BN_EPSILON, Conv
+from nasjax.evaluation.training import POPULATION_AXIS, population_mesh
+from nasjax.nets.layers import Conv
 from nasjax.objectives import network_cost
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.spaces.nb201_costs import nb201_cost_table
@@ -225,23 +229,23 @@ def _probed_apply(
     return logits, sum(codes[1:], codes[0])
 
 
+class _NoBatchNormLayers(Layers):
+    """The plain walk with every BatchNorm removed (synflow's ``bn=False`` network)."""
+
+    def bn(self, y: jnp.ndarray, params: Tree, stats: Tree) -> tuple[jnp.ndarray, Tree]:
+        """The identity; the statistics are kept."""
+        del params
+        return y, stats
+
+
+_NO_BN = _NoBatchNormLayers(train=False)
+
+
 def _unit_scales(params: Tree, batch: int) -> Tree:
     """Ones ``[batch, out_channels]`` at every kernel of ``params``, ``None`` elsewhere."""
     return jax.tree_util.tree_map_with_path(
         lambda path, w: jnp.ones((batch, w.shape[-1]), w.dtype) if _is_weight(path) else None,
         params,
-    )
-
-
-def _identity_bn_state(state: Tree, dtype: Any) -> Tree:
-    """Running statistics that make eval-mode BatchNorm (scale 1, bias 0) the identity."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, v: (
-            jnp.full(v.shape, 1.0 - BN_EPSILON, dtype)
-            if path[-1].key == "var"
-            else jnp.zeros(v.shape, dtype)
-        ),
-        state,
     )
 
 
@@ -257,11 +261,14 @@ def _member_raw(
 ) -> jnp.ndarray:
     """``proxy``'s score of one traced genotype (a ``[B, B]`` matrix for jacob_cov, nwot)."""
     if proxy == "synflow":
+        # sum |theta * dR/dtheta| = sum theta * dR/dtheta (every factor is >= 0: abs
+        # weights, an all-ones input, ReLUs, pools and sums) = the derivative of R along
+        # the kernels themselves: one forward-mode pass, no backward pass and no weight
+        # gradients. Equal to the gradient form (the decoded reference path) to rounding.
         p64 = jax.tree_util.tree_map(lambda a: jnp.abs(a).astype(jnp.float64), params)
-        st64 = _identity_bn_state(state, jnp.float64)
         ones = jnp.ones((1,) + x.shape[1:], jnp.float64)
-        flow = lambda p: jnp.sum(net.apply(p, st64, ones, genotype, False)[0])
-        return _saliency(proxy, p64, jax.grad(flow)(p64))
+        flow = lambda p: jnp.sum(forward(_NO_BN, p, state, ones, genotype, net.cells_per_stage)[0])
+        return jax.jvp(flow, (p64,), (_weight_tangent(p64, p64),))[1]
     if proxy in ("fisher", "nwot"):
         scales = _unit_scales(params, x.shape[0])
         if proxy == "nwot":
@@ -288,20 +295,44 @@ def _member_raw(
     return _saliency(proxy, params, grads)
 
 
-@functools.partial(jax.jit, static_argnames=("proxy", "net", "member_batch"))
+@functools.partial(jax.jit, static_argnames=("proxy", "net", "member_batch", "mesh"))
 def _population_raw(
     proxy: str,
     net: NB201Functional,
     member_batch: int,
+    mesh: Mesh,
     params: Tree,
     state: Tree,
     genotypes: jnp.ndarray,
     x: jnp.ndarray,
     y: jnp.ndarray | None,
 ) -> jnp.ndarray:
-    member = lambda g: _member_raw(proxy, net, params, state, g, x, y)
-    # batch_size=1 would vmap a size-1 axis, turning each switch into a select.
-    return jax.lax.map(member, genotypes, batch_size=None if member_batch == 1 else member_batch)
+    """Raw scores of ``genotypes`` (a multiple of the mesh size), each device looping over
+    its share of the members (the population trainer's layout)."""
+
+    def local(genotypes: jnp.ndarray, params: Tree, state: Tree, x: Any, y: Any) -> jnp.ndarray:
+        member = lambda g: _member_raw(proxy, net, params, state, g, x, y)
+        # batch_size=1 would vmap a size-1 axis, turning each switch into a select.
+        size = None if member_batch == 1 else member_batch
+        return jax.lax.map(member, genotypes, batch_size=size)
+
+    members, shared = PartitionSpec(POPULATION_AXIS), PartitionSpec()
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(members, shared, shared, shared, shared),
+        out_specs=members,
+        check_vma=False,  # as the population trainer: switch branches differ in varying axes
+    )(genotypes, params, state, x, y)
+
+
+def _population_layout(genotypes: np.ndarray) -> tuple[Mesh, np.ndarray]:
+    """A mesh over this process's devices (at most one per member) and ``genotypes``
+    padded with copies of the first to a multiple of its size (their scores dropped)."""
+    size = genotypes.shape[0]
+    mesh = population_mesh(jax.local_devices()[:size])
+    fill = -size % mesh.size
+    return mesh, np.concatenate([genotypes, np.repeat(genotypes[:1], fill, 0)])
 
 
 @functools.cache
@@ -401,8 +432,9 @@ def score_population(
         return table[np.asarray(_SPACE.to_index(g))].astype(np.float64)
     net, params, state, x = _network_inputs(proxy, dataset, x, key, channels, cells_per_stage)
     with _precision(proxy):
-        raw = _population_raw(proxy, net, int(member_batch), params, state, g, x, y)
-        return _finish(proxy, np.asarray(raw))
+        mesh, padded = _population_layout(g)
+        raw = _population_raw(proxy, net, int(member_batch), mesh, params, state, padded, x, y)
+        return _finish(proxy, np.asarray(raw)[: g.shape[0]])
 
 
 def _precision(proxy: str) -> Any:
@@ -444,9 +476,10 @@ class ScoringProgram(NamedTuple):
         for row in g:
             _SPACE.validate(row)
         params, state, x, y = self.inputs
+        padded = _population_layout(g.astype(np.int32))[1]
         with _precision(self.proxy):
-            raw = self.compiled(params, state, g.astype(np.int32), x, y)
-            return _finish(self.proxy, np.asarray(raw))
+            raw = self.compiled(params, state, padded, x, y)
+            return _finish(self.proxy, np.asarray(raw)[: self.size])
 
 
 def compile_scoring(
@@ -479,7 +512,10 @@ def compile_scoring(
     start = time.perf_counter()
     net, params, state, x = _network_inputs(proxy, dataset, x, key, channels, cells_per_stage)
     with _precision(proxy):
-        lowered = _population_raw.lower(proxy, net, int(member_batch), params, state, g, x, y)
+        mesh, padded = _population_layout(g)
+        lowered = _population_raw.lower(
+            proxy, net, int(member_batch), mesh, params, state, padded, x, y
+        )
         compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     return ScoringProgram(compiled, proxy, g.shape[0], (params, state, x, y), compile_s)
