@@ -123,7 +123,7 @@ def test_module_entry_point_exit_status(tmp_path):
     assert proc.returncode == 2
     assert (
         proc.stderr.strip()
-        == "nasjax: error: unknown strategy 'nope'; valid choices: random, rea, reinforce, nsga2, bananas, local_search"
+        == "nasjax: error: unknown strategy 'nope'; valid choices: random, rea, reinforce, nsga2, bananas, local_search, hyperband"
     )
 
 

@@ -22,6 +22,7 @@ from nasjax.data import DATASETS, dataset_task, load_dataset
 from nasjax.errors import check_choice
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
 from nasjax.evaluation.module_training import module_accuracy
+from nasjax.evaluation.rung_training import RungTrainer, rung_trainer
 from nasjax.evaluation.training import Evaluator, train_population, training_evaluator
 from nasjax.spaces.saved import save_model, trained_network
 from nasjax.spaces.transformer import DATASETS as TEXT_DATASETS
@@ -65,6 +66,8 @@ class DataKind(NamedTuple):
         ``out`` the retrained network is saved there (:mod:`nasjax.spaces.saved`).
       search_fields: ``best fitness -> summary fields``.
       report: ``summary -> lines``.
+      rungs: ``(space, data, config) -> RungTrainer`` (training continued in rungs, for
+        ``--strategy hyperband``); ``None`` where the kind has none.
     """
 
     datasets: tuple[str, ...]
@@ -82,6 +85,7 @@ class DataKind(NamedTuple):
     retrain: Callable[..., dict[str, Any]]
     search_fields: Callable[[float], dict[str, Any]]
     report: Callable[[dict[str, Any]], list[str]]
+    rungs: Callable[..., RungTrainer] | None = None
 
 
 # ----------------------------------------------------------------- images
@@ -143,6 +147,7 @@ IMAGES = DataKind(
     retrain=_image_retrain,
     search_fields=lambda best: {"search_valid_accuracy": best},
     report=_image_report,
+    rungs=rung_trainer,
 )
 
 

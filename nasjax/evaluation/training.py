@@ -68,6 +68,38 @@ def _accuracies(
     return [jnp.sum(counts[a:b]) / x.shape[0] for (a, b), (x, _) in zip(spans, sets)]
 
 
+class MemberState(NamedTuple):
+    """One member's training state, the point a later call continues from: the network's
+    parameters, its BatchNorm statistics and the optimiser state (whose step count drives
+    the learning-rate schedule)."""
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def _network(space: SearchSpace, task: Any, config: TrainConfig) -> Any:
+    return space.functional(task, channels=config.channels, cells_per_stage=config.cells_per_stage)
+
+
+def _init_state(key: jax.Array, task: Any, space: SearchSpace, config: TrainConfig) -> Any:
+    params, batch_stats = _network(space, task, config).init(jax.random.split(key)[0])
+    return MemberState(params, batch_stats, make_optimizer(config).init(params))
+
+
+def init_member(
+    key: jax.Array, data: Dataset, space: SearchSpace, config: TrainConfig
+) -> MemberState:
+    """The state :func:`train_member` starts from with ``key`` (before its first step)."""
+    return _init_state(key, data.task, space, config)
+
+
+def member_state_bytes(space: SearchSpace, task: Any, config: TrainConfig) -> int:
+    """Bytes of one member's :class:`MemberState` for ``task`` (traced, not computed)."""
+    shapes = jax.eval_shape(lambda k: _init_state(k, task, space, config), jax.random.key(0))
+    return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(shapes))
+
+
 def train_member(
     key: jax.Array,
     genotype: jnp.ndarray,
@@ -75,8 +107,18 @@ def train_member(
     space: SearchSpace,
     config: TrainConfig,
     keep_variables: bool = False,
+    state: MemberState | None = None,
+    window: jnp.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Trains one architecture from scratch; pure and traceable (used by the population).
+    """Trains one architecture; pure and traceable (used by the population).
+
+    By default from scratch for ``config.steps`` steps. With ``window = [start, stop]``
+    (traced ``int32``, so one compiled program serves every window) it runs only steps
+    ``start .. stop - 1`` of that same run, from ``state`` (a :class:`MemberState`; default
+    :func:`init_member`'s), and returns the state it reached: the minibatches and
+    learning rates are those of a ``config.steps``-step run from ``key``, so training
+    ``[0, k]`` and then ``[k, k + m]`` computes exactly what ``[0, k + m]`` does (the
+    rungs of :mod:`nasjax.search.hyperband`).
 
     Args:
       key: PRNG key for initialisation and minibatch order.
@@ -84,17 +126,19 @@ def train_member(
       data: the dataset (arrays may be traced).
       space: a space with ``functional(dataset, channels=..., cells_per_stage=...)``
         (the network as ``init(key)`` / ``apply(params, state, x, genotype, train)``).
-      config: the training recipe.
+      config: the training recipe (``steps``: the whole run's length).
       keep_variables: also return the trained ``params`` and ``batch_stats``.
+      state: the state to continue from (with ``window``).
+      window: ``int32[2]``, the steps to run (see above).
 
     Returns:
-      ``valid_accuracy`` and ``test_accuracy`` (fractions), ``loss_curve`` (per step).
+      ``valid_accuracy`` and ``test_accuracy`` (fractions) and ``loss_curve`` (per step);
+      with ``window``, ``final_train_loss`` (of its last step) and ``state`` instead of
+      ``loss_curve``.
     """
-    net = space.functional(
-        data.task, channels=config.channels, cells_per_stage=config.cells_per_stage
-    )
-    key_init, key_data = jax.random.split(key)
-    params, batch_stats = net.init(key_init)
+    net = _network(space, data.task, config)
+    key_data = jax.random.split(key)[1]
+    state = init_member(key, data, space, config) if state is None else state
     tx = make_optimizer(config)
     indices = batch_indices(key_data, data.x_train.shape[0], config.batch_size, config.steps)
 
@@ -110,17 +154,20 @@ def train_member(
             params, batch_stats, xb, yb
         )
         updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+        return MemberState(optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-    (params, batch_stats, _), losses = jax.lax.scan(
-        step, (params, batch_stats, tx.init(params)), indices
-    )
-    final = (params, batch_stats)
+    if window is None:
+        state, losses = jax.lax.scan(step, state, indices)
+        out: dict[str, Any] = {"loss_curve": losses}
+    else:  # a traced trip count: a while loop, the same program for every window
+        body = lambda t, carry: step(carry[0], indices[t])
+        state, loss = jax.lax.fori_loop(window[0], window[1], body, (state, jnp.float32(0)))
+        out = {"final_train_loss": loss, "state": state}
     sets = [(data.x_valid, data.y_valid), (data.x_test, data.y_test)]
-    valid, test = _accuracies(net.apply, final, genotype, sets, config.eval_batch_size)
-    out = {"valid_accuracy": valid, "test_accuracy": test, "loss_curve": losses}
+    valid, test = _accuracies(net.apply, state[:2], genotype, sets, config.eval_batch_size)
+    out.update(valid_accuracy=valid, test_accuracy=test)
     if keep_variables:
-        out.update(params=params, batch_stats=batch_stats)
+        out.update(params=state.params, batch_stats=state.batch_stats)
     return out
 
 
@@ -141,6 +188,8 @@ def _train_population(
     key_data: jnp.ndarray,
     genotypes: jnp.ndarray,
     arrays: tuple[jnp.ndarray, ...],
+    states: MemberState | None,
+    window: jnp.ndarray | None,
     space: SearchSpace,
     config: TrainConfig,
     name: str,
@@ -148,17 +197,17 @@ def _train_population(
     mesh: Mesh,
     keep: bool = False,
 ) -> dict[str, jnp.ndarray]:
-    def local(key_data: jnp.ndarray, genotypes: jnp.ndarray, arrays: tuple) -> dict:
+    def local(key_data: jnp.ndarray, genotypes: jnp.ndarray, arrays: tuple, states: Any) -> dict:
         """This device's share of the population, trained member after member."""
         data = Dataset(*arrays, num_classes=num_classes, name=name)
 
-        def one(member: tuple[jnp.ndarray, jnp.ndarray]) -> dict[str, jnp.ndarray]:
+        def one(member: tuple) -> dict[str, Any]:
             key = jax.random.wrap_key_data(member[0])
-            return train_member(key, member[1], data, space, config, keep)
+            return train_member(key, member[1], data, space, config, keep, member[2], window)
 
         # batch_size=1 would vmap a size-1 axis, turning each switch into a select.
         batch_size = None if config.member_batch == 1 else config.member_batch
-        out = jax.lax.map(one, (key_data, genotypes), batch_size=batch_size)
+        out = jax.lax.map(one, (key_data, genotypes, states), batch_size=batch_size)
         # Every device (and process) gets the whole population's results.
         return jax.lax.all_gather(out, POPULATION_AXIS, tiled=True)
 
@@ -166,13 +215,13 @@ def _train_population(
     return jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(sharded, sharded, replicated),
+        in_specs=(sharded, sharded, replicated, sharded),
         out_specs=replicated,
         # A switch branch that keeps its BN statistics returns the constant initial ones
         # (the same on every device) where the chosen op's branch returns per-device ones:
         # equal types to XLA, different to shard_map's varying-axes check.
         check_vma=False,
-    )(key_data, genotypes, arrays)
+    )(key_data, genotypes, arrays, states)
 
 
 def _global_array(value: Any, mesh: Mesh, spec: PartitionSpec) -> jax.Array:
@@ -197,6 +246,8 @@ def _program_args(
     config: TrainConfig,
     split: bool,
     mesh: Mesh | None,
+    states: MemberState | None = None,
+    window: Any = None,
 ) -> tuple[tuple, int]:
     """The arguments of ``_train_population``, padded and laid out on the mesh; and P."""
     genotypes = np.asarray(genotypes, np.int32)
@@ -210,11 +261,16 @@ def _program_args(
         fill = padded - size
         genotypes = np.concatenate([genotypes, np.repeat(genotypes[:1], fill, 0)])
         key_data = np.concatenate([key_data, np.repeat(key_data[:1], fill, 0)])
+        pad = lambda a: np.concatenate([a, np.repeat(a[:1], fill, 0)])
+        states = jax.tree.map(lambda a: pad(np.asarray(a)), states)
     sharded, replicated = PartitionSpec(POPULATION_AXIS), PartitionSpec()
+    window = None if window is None else _global_array(np.int32(window), mesh, replicated)
     args = (
         _global_array(key_data, mesh, sharded),
         _global_array(genotypes, mesh, sharded),
         tuple(_global_array(a, mesh, replicated) for a in data[:6]),
+        jax.tree.map(lambda a: _global_array(a, mesh, sharded), states),
+        window,
         space,
         config,
         data.name,
@@ -234,6 +290,8 @@ def train_population(
     split: bool = True,
     mesh: Mesh | None = None,
     keep_variables: bool = False,
+    states: MemberState | None = None,
+    window: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Trains P different architectures in one compiled call, sharded over devices.
 
@@ -256,13 +314,57 @@ def train_population(
       mesh: a 1D mesh with axis ``"population"`` (see :func:`population_mesh`).
       keep_variables: also return the trained ``params`` and ``batch_stats`` of every
         member (pytrees of ``[P, ...]`` arrays; another compiled program).
+      states: the members' :class:`MemberState` stacked on a leading ``[P]`` axis, to
+        continue from (with ``window``; default :func:`init_population`'s).
+      window: ``[start, stop]``: run only these steps of each member's ``config.steps``
+        run and return the states reached (:func:`train_member`); one compiled program
+        serves every window.
 
     Returns:
-      Dict of ``valid_accuracy[P]``, ``test_accuracy[P]``, ``loss_curve[P, steps]``.
+      Dict of ``valid_accuracy[P]``, ``test_accuracy[P]``, ``loss_curve[P, steps]``;
+      with ``window``, ``final_train_loss[P]`` and ``state`` (``[P]``-stacked) instead of
+      ``loss_curve``.
     """
-    args, size = _program_args(key, genotypes, data, space, config, split, mesh)
-    out = _train_population(*args, keep=keep_variables)
+    args, size = _program_args(key, genotypes, data, space, config, split, mesh, states, window)
+    return _host(_train_population(*args, keep=keep_variables), size)
+
+
+def _host(out: dict[str, Any], size: int) -> dict[str, Any]:
+    """The program's outputs as NumPy arrays, without the padded members."""
     return jax.tree.map(lambda v: np.asarray(v)[:size], out)
+
+
+@functools.partial(jax.jit, static_argnames=("space", "config", "name", "num_classes"))
+def _init_population(
+    key_data: jnp.ndarray,
+    arrays: tuple,
+    space: SearchSpace,
+    config: TrainConfig,
+    name: str,
+    num_classes: int,
+) -> MemberState:
+    data = Dataset(*arrays, num_classes=num_classes, name=name)
+    init = lambda k: init_member(jax.random.wrap_key_data(k), data, space, config)
+    return jax.lax.map(init, key_data)
+
+
+def init_population(
+    key: jax.Array,
+    size: int,
+    data: Dataset,
+    space: SearchSpace,
+    config: TrainConfig,
+    *,
+    split: bool = True,
+) -> MemberState:
+    """The initial :class:`MemberState` of ``size`` members (``[size]``-stacked NumPy
+    arrays): member ``i``'s is what :func:`train_population` starts it from with the same
+    ``key`` (and ``split``). A small program of its own (no training step in it)."""
+    keys = jax.random.split(key, size) if split else key
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    key_data = np.asarray(jax.random.key_data(keys) if typed else keys)
+    out = _init_population(key_data, tuple(data[:6]), space, config, data.name, data.num_classes)
+    return jax.tree.map(np.asarray, out)
 
 
 class PopulationProgram(NamedTuple):
@@ -281,15 +383,23 @@ class PopulationProgram(NamedTuple):
     compile_s: float
     memory_mb: dict[str, float]
 
-    def run(self, key: jax.Array, genotypes: Any, *, split: bool = True) -> dict[str, np.ndarray]:
-        """Trains ``genotypes`` (``int32[size, D]``) from ``key`` (or ``size`` keys)."""
+    def run(
+        self,
+        key: jax.Array,
+        genotypes: Any,
+        *,
+        split: bool = True,
+        states: MemberState | None = None,
+        window: Sequence[int] | None = None,
+    ) -> dict[str, Any]:
+        """Trains ``genotypes`` (``int32[size, D]``) from ``key`` (or ``size`` keys); a
+        program compiled with ``states`` and ``window`` takes them (any window)."""
         args, size = _program_args(
-            key, genotypes, self.data, self.space, self.config, split, self.mesh
+            key, genotypes, self.data, self.space, self.config, split, self.mesh, states, window
         )
         if size != self.size:
             raise ValueError(f"this program trains {self.size} members, got {size}")
-        out = self.compiled(*args[:3])
-        return {k: np.asarray(v)[:size] for k, v in out.items()}
+        return _host(self.compiled(*args[:5]), size)
 
 
 def compile_population(
@@ -299,15 +409,19 @@ def compile_population(
     config: TrainConfig,
     *,
     mesh: Mesh | None = None,
+    states: MemberState | None = None,
+    window: Sequence[int] | None = None,
 ) -> PopulationProgram:
-    """Traces and compiles the population trainer for ``genotypes``' population size.
+    """Traces and compiles the population trainer for ``genotypes``' population size
+    (with ``states`` and ``window``: the program that continues them, for any window).
 
     ``memory_mb`` is XLA's memory analysis of the compiled program on one device:
     ``temp`` (activations, optimiser state and other scratch), ``argument``, ``output``,
     their sum ``peak``, and ``per_member`` = peak divided by the members on that device.
     """
     start = time.perf_counter()
-    args, size = _program_args(jax.random.key(0), genotypes, data, space, config, True, mesh)
+    key = jax.random.key(0)
+    args, size = _program_args(key, genotypes, data, space, config, True, mesh, states, window)
     compiled = _train_population.lower(*args).compile()
     compile_s = time.perf_counter() - start
     stats = compiled.memory_analysis()

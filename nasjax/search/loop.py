@@ -39,7 +39,7 @@ class SearchResult(NamedTuple):
     state: Any
 
 
-def _records(
+def member_records(
     space: SearchSpace,
     generation: int,
     population: np.ndarray,
@@ -47,6 +47,8 @@ def _records(
     metrics: dict[str, Any],
     wall_s: float,
 ) -> list[dict]:
+    """One record per member: generation, member, arch, genotype, fitness (maximised; a
+    list when multi-objective), wall time, and every per-member ``[B]`` metric."""
     per_member = {
         k: np.asarray(v)
         for k, v in metrics.items()
@@ -121,7 +123,7 @@ def run_search(
                 state, told = tell(state, population, fitness)
                 population, fitness = np.asarray(population), np.asarray(fitness)
                 wall_s = time.time() - t0
-                records = _records(space, generation, population, fitness, metrics, wall_s)
+                records = member_records(space, generation, population, fitness, metrics, wall_s)
                 run.append(records)
                 notify_records(callbacks, records, generation * len(records))
                 run.save(generation + 1, state)
