@@ -36,7 +36,7 @@ from nasjax.spaces.base import SearchSpace
 from nasjax.training_recipe import TrainConfig, make_optimizer
 
 
-def _accuracies(
+def accuracies(
     apply_fn: Any,
     variables: Any,
     arch: jnp.ndarray,
@@ -117,7 +117,7 @@ def train_member(
     )
     final = (params, batch_stats)
     sets = [(data.x_valid, data.y_valid), (data.x_test, data.y_test)]
-    valid, test = _accuracies(net.apply, final, genotype, sets, config.eval_batch_size)
+    valid, test = accuracies(net.apply, final, genotype, sets, config.eval_batch_size)
     out = {"valid_accuracy": valid, "test_accuracy": test, "loss_curve": losses}
     if keep_variables:
         out.update(params=params, batch_stats=batch_stats)
