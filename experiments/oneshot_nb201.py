@@ -62,9 +62,9 @@ from nasjax.strategies import make_strategy  # noqa: E402
 SMOKE = {
     "supernet_steps": 8,
     "calib_batches": 2,
-    "budget": 4,
-    "batch": 2,
-    "population_size": 2,
+    "budget": 3,
+    "batch": 3,  # = rank_cells: the REA and the ranking share one scoring program
+    "population_size": 3,
     "sample_size": 2,
     "rank_cells": 3,
     "rank_steps": 4,
@@ -184,8 +184,12 @@ def ranking(args: argparse.Namespace, found: dict) -> dict:
         "spearman_valid": spearman(inherited, valid),
         "num_cells": len(cells),
         "cells": [
-            {"arch": space.to_string(g), "inherited_valid_accuracy": float(i),
-             "standalone_test_accuracy": float(t), "standalone_valid_accuracy": float(v)}
+            {
+                "arch": space.to_string(g),
+                "inherited_valid_accuracy": float(i),
+                "standalone_test_accuracy": float(t),
+                "standalone_valid_accuracy": float(v),
+            }
             for g, i, t, v in zip(cells, inherited, test, valid)
         ],  # fmt: skip
     }
@@ -212,7 +216,9 @@ def scatter(path: Path, rank: dict) -> None:
 def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     config = flags_config(args, ("reference",))
-    RunDir.check(out, config, resume=False)  # a used or bad --out: one line, before work
+    if any((out / name).exists() for name in (RESULTS_FILE, "results.json")):
+        raise NasjaxError(f"{out} already holds a run; choose another --out")
+    RunDir.check(out, config, resume=False)  # a bad --out: one line, before any work
     reference = _reference(args.reference)
     t0, cpu0 = time.time(), time.process_time()
     found = search(args, out, t0)

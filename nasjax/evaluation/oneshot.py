@@ -169,9 +169,7 @@ class _BatchMoments(Layers):
         return out, {"mean": mean, "var": var}
 
 
-def recalibrate(
-    net: Any, params: Params, genotype: jnp.ndarray, batches: jnp.ndarray
-) -> State:
+def recalibrate(net: Any, params: Params, genotype: jnp.ndarray, batches: jnp.ndarray) -> State:
     """BN statistics of ``genotype`` with the supernet's ``params``, as SPOS recalibrates
     them: the average over ``batches`` (``[K, B, ...]`` training inputs) of each BN's batch
     mean and biased variance (the network in training mode). BNs of ops the genotype does
