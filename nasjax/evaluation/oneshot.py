@@ -16,7 +16,10 @@ genotype runs only the sampled ops, forward and backward.
   (uniform over each decision), inside chunks of a compiled ``lax.scan`` (tqdm between
   chunks). Only the sampled path's parameters move: the optimiser's update and state are
   kept for the ops not sampled (:func:`path_mask`), as a PyTorch optimiser skips a
-  parameter with no gradient, so weight decay and momentum do not drift idle ops.
+  parameter with no gradient, so weight decay and momentum do not drift idle ops. The
+  minibatch is split over the local devices (one per core on a CPU,
+  :func:`nasjax.devices.use_cpu_cores`), gradients averaged: on the shared 2-core machine
+  300 steps took 6.6 s on two host devices against 9.0 s on one (C=16, N=1, MNIST-1D).
 * :func:`recalibrate` -- SPOS's BatchNorm recalibration: every BN's running statistics
   reset and recomputed for the candidate as the average over ``K`` training batches of the
   batch mean and (biased) variance (PyTorch's ``momentum=None`` cumulative average).
@@ -33,12 +36,14 @@ dataset's shape and the cells per stage.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, PartitionSpec
 from tqdm.auto import tqdm
 
 from nasjax.data import Dataset, batch_indices
@@ -75,11 +80,16 @@ def path_mask(params: Params, genotype: jnp.ndarray) -> Any:
 
 def single_path_step(
     net: Any, tx: optax.GradientTransformation, carry: tuple, genotype: jnp.ndarray,
-    xb: jnp.ndarray, yb: jnp.ndarray,
+    xb: jnp.ndarray, yb: jnp.ndarray, axis_name: str | None = None,
 ) -> tuple[tuple, jnp.ndarray]:  # fmt: skip
     """One SGD step of the path ``genotype`` on ``(xb, yb)``: ``carry`` is ``(params, BN
     state, optimiser state)``; parameters and optimiser state of the ops not on the path
-    are returned unchanged (bit for bit). Returns the new carry and the loss."""
+    are returned unchanged (bit for bit). Returns the new carry and the loss.
+
+    With ``axis_name`` (inside ``shard_map``), ``(xb, yb)`` is this device's share of the
+    batch: gradients, loss and running statistics are averaged over the axis (each
+    device's BatchNorm normalises with its own share, as data-parallel training without
+    synchronised BatchNorm)."""
     params, state, opt_state = carry
 
     def loss_fn(p: Params) -> tuple[jnp.ndarray, State]:
@@ -87,6 +97,8 @@ def single_path_step(
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), new_state
 
     (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    if axis_name is not None:
+        grads, loss, state = jax.lax.pmean((grads, loss, state), axis_name)
     updates, new_opt = tx.update(grads, opt_state, params)
     mask = path_mask(params, genotype)
     keep = lambda m, new, old: jnp.where(m, new, old)
@@ -97,18 +109,32 @@ def single_path_step(
     return (params, state, jax.tree.map(keep, opt_mask, new_opt, opt_state)), loss
 
 
-@functools.partial(jax.jit, static_argnames=("net", "config"))
+DATA_AXIS = "data"
+"""Name of the mesh axis the supernet's minibatch is split over."""
+
+
+@functools.partial(jax.jit, static_argnames=("net", "config", "mesh"))
 def _train_chunk(
     carry: tuple, paths: jnp.ndarray, indices: jnp.ndarray, x: jnp.ndarray, y: jnp.ndarray,
-    net: Any, config: TrainConfig,
+    net: Any, config: TrainConfig, mesh: Mesh,
 ) -> tuple[tuple, jnp.ndarray]:  # fmt: skip
     tx = make_optimizer(config)
 
-    def step(carry: tuple, batch: tuple) -> tuple[tuple, jnp.ndarray]:
-        genotype, rows = batch
-        return single_path_step(net, tx, carry, genotype, x[rows], y[rows])
+    def local(carry: tuple, paths: jnp.ndarray, indices: jnp.ndarray, x: Any, y: Any) -> tuple:
+        def step(carry: tuple, batch: tuple) -> tuple[tuple, jnp.ndarray]:
+            genotype, rows = batch
+            return single_path_step(net, tx, carry, genotype, x[rows], y[rows], DATA_AXIS)
 
-    return jax.lax.scan(step, carry, (paths, indices))
+        return jax.lax.scan(step, carry, (paths, indices))
+
+    rep = PartitionSpec()
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(rep, rep, PartitionSpec(None, DATA_AXIS), rep, rep),
+        out_specs=(rep, rep),
+        check_vma=False,  # the pmean'd values are equal on every device
+    )(carry, paths, indices, x, y)
 
 
 def train_supernet(
@@ -119,6 +145,7 @@ def train_supernet(
     *,
     chunk: int = 100,
     progress: bool = True,
+    devices: Sequence[jax.Device] | None = None,
 ) -> Supernet:
     """Trains the supernet of ``space`` on ``data`` by uniform single-path sampling.
 
@@ -130,6 +157,9 @@ def train_supernet(
         is cosine-decayed over them; ``channels`` and ``cells_per_stage`` size the net).
       chunk: steps per compiled call (a remainder compiles one more program).
       progress: show a tqdm bar.
+      devices: the minibatch is split over these (default: every local device that
+        divides ``config.batch_size``; gradients averaged, see :func:`single_path_step`).
+        Same key, same devices: same result.
 
     Returns:
       The trained :class:`Supernet`.
@@ -143,12 +173,18 @@ def train_supernet(
     indices = batch_indices(key_data, data.x_train.shape[0], config.batch_size, config.steps)
     paths = space.sample(key_paths, config.steps)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    if devices is None:
+        devices = jax.local_devices()
+        devices = devices[
+            : max(n for n in range(1, len(devices) + 1) if config.batch_size % n == 0)
+        ]
+    mesh = Mesh(np.array(devices), (DATA_AXIS,))
     losses = []
     with tqdm(total=config.steps, desc="supernet", unit="step", disable=not progress) as bar:
         for start in range(0, config.steps, chunk):
             stop = min(start + chunk, config.steps)
             carry, loss = _train_chunk(
-                carry, paths[start:stop], indices[start:stop], x, y, net, config
+                carry, paths[start:stop], indices[start:stop], x, y, net, config, mesh
             )
             losses.append(np.asarray(loss))
             bar.set_postfix(loss=f"{float(losses[-1][-1]):.3f}")
