@@ -167,7 +167,7 @@ def search(args: argparse.Namespace, out: Path, t0: float) -> dict:
     )  # fmt: skip
     search_s = time.time() - t0 - supernet_s
     best = result.best_genotype
-    final = IMAGES.retrain(key_train, space, data, recipe(args, args.final_steps), best)
+    final = IMAGES.retrain(key_train, space, data, recipe(args, args.final_steps), best, out=out)
     return {
         "space": space,
         "data": data,

@@ -139,7 +139,7 @@ def test_train_supernet_same_key_same_weights(data):
         (["--supernet-steps", "0"], "--supernet-steps must be >= 1, got 0"),
         (["--rank-cells", "2"], "--rank-cells must be >= 3, got 2"),
         (["--population-size", "4", "--sample-size", "5"], "--sample-size must be <= "),
-        (["--population-size", "4", "--batch", "5"], "--batch must be <= --population-size (4)"),
+        (["--population-size", "5", "--batch", "6"], "--batch must be <= --population-size (5)"),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message):

@@ -167,7 +167,7 @@ def train_supernet(
       The trained :class:`Supernet`.
     """
     net = space.functional(
-        data.name, channels=config.channels, cells_per_stage=config.cells_per_stage
+        data.task, channels=config.channels, cells_per_stage=config.cells_per_stage
     )
     key_init, key_data, key_paths = jax.random.split(key, 3)
     params, state = net.init(key_init)
