@@ -28,11 +28,12 @@ Measured on the shared 2-core CPU, seed 0, defaults (3,000 single-path steps on 
 device, REA over 100 inherited scores, 4 recalibration batches of 100), each run right
 after ``python experiments/mnist1d_rea.py --out runs/ref`` (``make search``), both with
 warm compilation caches except the supernet program (compiled in the timed run): search
-``wall_s`` **61 s** (supernet 43 s, REA 5 s, retraining 13 s; CPU 92 s) against make
-search's **119 s**: ratio **0.51** (target <= 0.35: not met on an idle machine). Winner
+``wall_s`` **66 s** (supernet 46 s, REA 6 s, retraining and saving 14 s; CPU 100 s)
+against make search's **135 s** (CPU ~236 s): ratio **0.49** (target <= 0.35: not met on
+an idle machine; 0.51 in a second pair, 61 s against 119 s). Winner
 ``|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_1x1~0|none~1|nor_conv_3x3~2|`` retrained to
 **98.10 %** test against make search's **98.50 %** (gap -0.40 points; target: within 0.5).
-Ranking over 50 random cells (stand-alone: 200 steps each, 58 s): **Kendall tau 0.274,
+Ranking over 50 random cells (stand-alone: 200 steps each, ~60 s): **Kendall tau 0.274,
 Spearman 0.382**. Earlier runs (supernet split over both host devices, REA over 200 or 100
 scores) gave 98.60 % at ratios 0.30 (make search at 461 s on a loaded machine), 0.50 and
 0.67 (make search at 227 s and 132 s), Kendall tau 0.380; with 1,000 supernet steps the
