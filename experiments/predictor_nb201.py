@@ -57,6 +57,7 @@ from nasjax.flags import (
 from nasjax.rundir import check_out_folder, write_json_atomic, write_text_atomic
 from nasjax.search.tabular import DEFAULT_BUDGET_S, seed_bytes
 from nasjax.spaces.nb201 import NB201Space
+from nasjax.stats import kendall_tau
 from nasjax.strategies.bananas import ACQUISITIONS, mlp_ensemble
 
 HERE = Path(__file__).resolve().parent
@@ -106,19 +107,6 @@ def methods(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
         "local_search": ("local_search", {"move": "first"}),
         "rea": nb201_table5.METHODS["rea"],
     }
-
-
-def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall's tau-b of two equal-length 1-D arrays (ties in either counted as in SciPy)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    dx = np.sign(x[:, None] - x[None, :])
-    dy = np.sign(y[:, None] - y[None, :])
-    upper = np.triu(np.ones(dx.shape, bool), 1)
-    num = np.sum((dx * dy)[upper])
-    tied_x, tied_y = np.sum((dx == 0)[upper]), np.sum((dy == 0)[upper])
-    pairs = upper.sum()
-    denom = np.sqrt((pairs - tied_x) * (pairs - tied_y))
-    return float(num / denom) if denom > 0 else float("nan")
 
 
 def predictor_kendall_tau(

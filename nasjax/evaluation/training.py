@@ -36,7 +36,7 @@ from nasjax.spaces.base import SearchSpace
 from nasjax.training_recipe import TrainConfig, make_optimizer
 
 
-def _accuracies(
+def accuracies(
     apply_fn: Any,
     variables: Any,
     arch: jnp.ndarray,
@@ -164,7 +164,7 @@ def train_member(
         state, loss = jax.lax.fori_loop(window[0], window[1], body, (state, jnp.float32(0)))
         out = {"final_train_loss": loss, "state": state}
     sets = [(data.x_valid, data.y_valid), (data.x_test, data.y_test)]
-    valid, test = _accuracies(net.apply, state[:2], genotype, sets, config.eval_batch_size)
+    valid, test = accuracies(net.apply, state[:2], genotype, sets, config.eval_batch_size)
     out.update(valid_accuracy=valid, test_accuracy=test)
     if keep_variables:
         out.update(params=state.params, batch_stats=state.batch_stats)
