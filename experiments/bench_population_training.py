@@ -406,9 +406,8 @@ def report(args: argparse.Namespace, result: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0; 1 if the work disagrees; 2 and one line on bad input; 130 on Ctrl-C."""
-    outcome: list[int] = []
-    status = run_script(parse_args, lambda args: outcome.append(report(args, run(args))), argv)
-    return status or outcome[0]
+    report_run = lambda args: report(args, run(args))
+    return run_script(parse_args, report_run, argv, status_from_run=True)
 
 
 if __name__ == "__main__":

@@ -268,14 +268,19 @@ def run_script(
     parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
     run: Callable[[argparse.Namespace], Any],
     argv: Sequence[str] | None = None,
+    *,
+    status_from_run: bool = False,
 ) -> int:
     """``run(parse_args(argv))`` for an experiment script through :func:`run_entry`: 0, 2
     and one error line, or 130 and one line on Ctrl-C (naming ``--resume`` where the
-    script has that flag)."""
+    script has that flag). With ``status_from_run``, a run that completes exits with the
+    int ``run`` returns (a benchmark's 1 when its two implementations disagree)."""
     parsed: list[argparse.Namespace] = []
+    returned: list[Any] = []
 
     def body() -> None:
         parsed.append(parse_args(argv))
-        run(parsed[0])
+        returned.append(run(parsed[0]))
 
-    return run_entry(body, resumable=lambda: bool(parsed) and hasattr(parsed[0], "resume"))
+    status = run_entry(body, resumable=lambda: bool(parsed) and hasattr(parsed[0], "resume"))
+    return int(returned[0]) if status == 0 and status_from_run else status
