@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from nasjax.cli import main
+from nasjax.evaluation.lm_training import LMTrainConfig, module_bits_per_byte
 from nasjax.errors import CapabilityError, NasjaxError
 from nasjax.llm.llama import LlamaConfig, forward
 from nasjax.nets.relaxed import ArchWeights
@@ -29,7 +30,9 @@ from nasjax.spaces import (
     make_space,
     supports,
 )
+from nasjax.spaces.saved import load_result
 from nasjax.tasks import get_task
+from nasjax.text import load_text
 
 NAMES = [*SPACES, "compress:nb201"]
 TINY = {"channels": 4, "cells_per_stage": 1, "context": 8}  # each space takes its own keys
@@ -266,3 +269,11 @@ def test_cli_search_smoke_runs(space, capsys, tmp_path):
     assert (tmp_path / "search_curve.png").read_bytes()[:4] == b"\x89PNG"
     if space.data_kind == "text":  # the LM recipe: bits per byte, reported as such
         assert summary["valid_bpb"] < 8.1 and "bits per byte" in capsys.readouterr().out
+    saved = load_result(tmp_path)  # every searchable space saves its retrained network
+    assert saved.genotype.tolist() == summary["genotype"] and saved.summary == summary
+    if space.data_kind == "text":
+        config = LMTrainConfig(**summary["final_training"])
+        bpb = module_bits_per_byte(saved.module, saved.variables, load_text(None), config)
+        assert bpb == summary["model_valid_bpb"]  # the saved model, bit for bit
+        # The trainer's own number for the same weights (another program: rounding only).
+        assert bpb == pytest.approx(summary["valid_bpb"], rel=1e-4)

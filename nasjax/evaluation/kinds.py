@@ -20,7 +20,11 @@ import numpy as np
 
 from nasjax.data import DATASETS, dataset_task, load_dataset
 from nasjax.errors import check_choice
-from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
+from nasjax.evaluation.lm_training import (
+    LMTrainConfig,
+    module_bits_per_byte,
+    train_lm_population,
+)
 from nasjax.evaluation.module_training import module_accuracy
 from nasjax.evaluation.rung_training import RungTrainer, rung_trainer
 from nasjax.evaluation.training import Evaluator, train_population, training_evaluator
@@ -173,9 +177,18 @@ def _text_evaluator(space: Any, data: Any, config: LMTrainConfig, key: jax.Array
 def _text_retrain(
     key: jax.Array, space: Any, data: Any, config: Any, genotype: Any, out: Any = None
 ) -> dict:
-    del out  # saving a text network: not yet
-    final = train_lm_population(key, np.asarray(genotype)[None], data, space, config)
-    fields = {k: float(final[k][0]) for k in ("valid_bpb", "valid_ppl")}
+    """Retrains ``genotype``; with ``out`` saves the decoded model there
+    (:mod:`nasjax.spaces.saved`) and reports its own validation bits per byte."""
+    g = np.asarray(genotype)
+    keep = out is not None
+    final = train_lm_population(key, g[None], data, space, config, keep_params=keep)
+    fields: dict[str, Any] = {k: float(final[k][0]) for k in ("valid_bpb", "valid_ppl")}
+    if keep:
+        size, dataset = {"context": config.context}, TEXT_DATASETS[0]
+        variables = {"params": final["params"][0]}
+        module = space.decode(g, dataset, **size)
+        fields.update(save_model(out, space, g, dataset, size, variables))
+        fields["model_valid_bpb"] = module_bits_per_byte(module, variables, data, config)
     return {**fields, "text": data.source}
 
 

@@ -103,8 +103,9 @@ def cross_entropy(logits: jax.Array, windows: jax.Array) -> jax.Array:
 
 def _train(
     logits_fn: Any, params: Any, key: jax.Array, tokens: jax.Array, valid: jax.Array, config: Any
-) -> tuple[jax.Array, jax.Array]:
-    """Trains ``params`` under ``lax.scan``; returns (valid CE, mean CE of the last tenth)."""
+) -> tuple[jax.Array, jax.Array, Any]:
+    """Trains ``params`` under ``lax.scan``; returns (valid CE, mean CE of the last tenth,
+    the trained params)."""
     dtype = DTYPES[config.compute_dtype]
     opt = make_lm_optimizer(config)
 
@@ -121,26 +122,33 @@ def _train(
     (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(config.steps))
     tail = max(1, config.steps // 10)
     valid_ce = cross_entropy(logits_fn(params, valid[:, :-1], jnp.float32), valid)
-    return valid_ce, jnp.mean(losses[-tail:])
+    return valid_ce, jnp.mean(losses[-tail:]), params
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _train_elastic(space: TransformerSpace, config: LMTrainConfig, *arrays: Any) -> Any:
+# keep_params (static): also return the trained weights; without, XLA drops them.
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _train_elastic(
+    space: TransformerSpace, config: LMTrainConfig, keep_params: bool, *arrays: Any
+) -> Any:
     key_init, key_data, genotypes, tokens, valid = arrays
     params0 = init_elastic(key_init, space.largest_spec())
 
     def member(g: jax.Array) -> tuple:
         masks = space.masks(g)
         fn = lambda p, x, dtype: elastic_forward(p, masks, x, dtype)  # noqa: E731
-        return _train(fn, params0, key_data, tokens, valid, config)
+        out = _train(fn, params0, key_data, tokens, valid, config)
+        return out if keep_params else out[:2]
 
     return jax.lax.map(member, genotypes, batch_size=config.member_batch)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _train_decoded(spec: Any, config: LMTrainConfig, params: Any, *arrays: Any) -> Any:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _train_decoded(
+    spec: Any, config: LMTrainConfig, keep_params: bool, params: Any, *arrays: Any
+) -> Any:
     fn = lambda p, x, dtype: forward(p, spec, x, dtype)  # noqa: E731
-    return _train(fn, params, *arrays, config)
+    out = _train(fn, params, *arrays, config)
+    return out if keep_params else out[:2]
 
 
 def train_lm_population(
@@ -149,7 +157,9 @@ def train_lm_population(
     data: TextData,
     space: TransformerSpace,
     config: LMTrainConfig,
-) -> dict[str, np.ndarray]:
+    *,
+    keep_params: bool = False,
+) -> dict[str, Any]:
     """Trains every genotype of ``int32[P, D]`` and scores it on the validation split.
 
     The same ``key`` gives the same numbers for the same architecture, whatever else is in
@@ -157,7 +167,9 @@ def train_lm_population(
 
     Returns:
       ``valid_bpb``, ``valid_ppl``, ``train_bpb`` (last tenth of the steps), each
-      ``float[P]``, and ``wall_s`` (seconds, compiles included).
+      ``float[P]``, and ``wall_s`` (seconds, compiles included); with ``keep_params``
+      also ``params``, each member's trained weights in the decoded model's layout
+      (``space.decode(g).apply({"params": params[i]}, tokens)``).
 
     Raises:
       NasjaxError: for an invalid genotype or configuration.
@@ -168,21 +180,45 @@ def train_lm_population(
     key_init, key_data = jax.random.split(key)
     tokens = jnp.asarray(data.train, jnp.int32)
     valid = jnp.asarray(eval_windows(data.valid, config.context, config.eval_windows))
+    specs = [space.spec(g) for g in genotypes]
     if config.mode == "elastic":
         arrays = (key_init, key_data, jnp.asarray(genotypes), tokens, valid)
-        valid_ce, train_ce = (np.asarray(a) for a in _train_elastic(space, config, *arrays))
+        out = _train_elastic(space, config, keep_params, *arrays)
+        valid_ce, train_ce = (np.asarray(a) for a in out[:2])
+        trained = (
+            [
+                slice_params(jax.tree.map(lambda a, i=i: a[i], out[2]), spec)
+                for i, spec in enumerate(specs)
+            ]
+            if keep_params
+            else []
+        )
     else:
         params0 = init_elastic(key_init, space.largest_spec())
-        out = []
-        for g in genotypes:
-            spec = space.spec(g)
-            out.append(
-                _train_decoded(spec, config, slice_params(params0, spec), key_data, tokens, valid)
+        outs = [
+            _train_decoded(
+                spec, config, keep_params, slice_params(params0, spec), key_data, tokens, valid
             )
-        valid_ce, train_ce = (np.array([float(o[i]) for o in out]) for i in (0, 1))
-    return {
+            for spec in specs
+        ]
+        valid_ce, train_ce = (np.array([float(o[i]) for o in outs]) for i in (0, 1))
+        trained = [o[2] for o in outs] if keep_params else []
+    result: dict[str, Any] = {
         "valid_bpb": np.asarray(bits_per_byte(valid_ce), np.float64),
         "valid_ppl": np.exp(np.asarray(valid_ce, np.float64)),
         "train_bpb": np.asarray(bits_per_byte(train_ce), np.float64),
         "wall_s": time.perf_counter() - start,
     }
+    if keep_params:
+        result["params"] = trained
+    return result
+
+
+def module_bits_per_byte(
+    module: Any, variables: Any, data: TextData, config: LMTrainConfig
+) -> float:
+    """Validation bits per byte of a decoded model (a saved network reloaded): the same
+    windows as :func:`train_lm_population` scores, one forward pass in float32."""
+    valid = jnp.asarray(eval_windows(data.valid, config.context, config.eval_windows))
+    logits = jax.jit(module.apply)(variables, valid[:, :-1])
+    return float(bits_per_byte(cross_entropy(logits, valid)))

@@ -1,16 +1,18 @@
 """A search's final network, saved beside its summary and loaded back in one call.
 
 A run folder that kept its retrained network holds ``model.json`` (what rebuilds the
-module: the space's name, the genotype, the task's input shape and classes, the size
-settings, and what else the search fixed, e.g. a compression policy's bits and masks) and
+module: the space's name, the genotype, what its networks take as their dataset (an image
+task's input shape and classes, or a text space's dataset name), the size settings, and
+what else the search fixed, e.g. a compression policy's bits and masks) and
 ``model.msgpack`` (the module's variables, ``flax.serialization`` msgpack). Both are
 written atomically (:mod:`nasjax.rundir`), variables first, so a ``model.json`` always
 names a complete variables file.
 
 ``load_result(dir)`` gives the genotype, ``module = space.decode(genotype, task, **size)``
 and its ``variables``: ``result.module.apply(result.variables, x, train=False)`` gives the
-logits of ``x`` (``[N, *input_shape]``, channels last). A space whose trained network has
-no decoded Flax twin (a compressed network: quantized weights and activations, channel
+logits of ``x`` (``[N, *input_shape]``, channels last); a text space's model takes
+``result.module.apply(result.variables, tokens)`` (``int32[B, T]``). A space whose trained
+network has no decoded Flax twin (a compressed network: quantized weights and activations, channel
 masks from the weights' L1 ranks) is saved as its ``functional`` network's ``params`` and
 ``state``, and loaded as a :class:`FunctionalModule` with the same ``apply``.
 """
@@ -32,8 +34,9 @@ from nasjax.tasks import Task
 
 MODEL_FILE = "model.json"
 VARIABLES_FILE = "model.msgpack"
-_FORMAT, _VERSION = "nasjax-model", 1
-_FIELDS = ("space", "genotype", "input_shape", "num_classes", "size", "summary", "extra")
+_FORMAT, _VERSION = "nasjax-model", 2
+_FIELDS = ("space", "genotype", "dataset", "size", "summary", "extra")
+_FIELDS_V1 = ("space", "genotype", "input_shape", "num_classes", "size", "summary", "extra")
 
 
 class FunctionalModule(NamedTuple):
@@ -56,7 +59,7 @@ class SavedResult(NamedTuple):
     module: Any
     variables: dict[str, Any]
     summary: dict[str, Any]
-    task: Task
+    task: Task | str  # what the space's networks take: an image Task or a text dataset name
     size: dict[str, int]
     extra: dict[str, Any]
 
@@ -78,11 +81,31 @@ def trained_network(
     return module, {"params": params, "state": state}, extra
 
 
+def _dataset_record(task: Task | str) -> Any:
+    if isinstance(task, str):
+        return task
+    return {"input_shape": [int(v) for v in task.input_shape], "num_classes": int(task.num_classes)}
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """``model.json``'s fields; a version-1 file (input shape and classes at top level,
+    images only) reads as version 2."""
+    try:
+        version = json.loads(path.read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        version = _VERSION  # read_json_record names the problem
+    if version == 1:
+        record = read_json_record(path, _FORMAT, 1, _FIELDS_V1, "saved network")
+        shape, classes = record.pop("input_shape"), record.pop("num_classes")
+        return {**record, "dataset": {"input_shape": shape, "num_classes": classes}}
+    return read_json_record(path, _FORMAT, _VERSION, _FIELDS, "saved network")
+
+
 def save_model(
     out: str | os.PathLike,
     space: Any,
     genotype: Any,
-    task: Task,
+    task: Task | str,
     size: dict[str, int],
     variables: Any,
     *,
@@ -90,7 +113,9 @@ def save_model(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """Writes ``model.msgpack`` then ``model.json`` to ``out``; returns the summary field
-    ``{"model": "model.json"}``. ``extra``: JSON fields the module needs besides."""
+    ``{"model": "model.json"}``. ``task``: what ``space.decode`` takes as its dataset (an
+    image :class:`~nasjax.tasks.Task` or a text dataset name). ``extra``: JSON fields the
+    module needs besides."""
     out = Path(out)
     state = flax.serialization.to_state_dict(variables)
     state = jax.tree.map(np.asarray, state)
@@ -100,8 +125,7 @@ def save_model(
         "version": _VERSION,
         "space": space.name,
         "genotype": [int(v) for v in np.asarray(genotype).ravel()],
-        "input_shape": [int(v) for v in task.input_shape],
-        "num_classes": int(task.num_classes),
+        "dataset": _dataset_record(task),
         "size": {k: int(v) for k, v in size.items()},
         "summary": summary_file,
         "extra": extra or {},
@@ -125,7 +149,7 @@ def load_result(run_dir: str | os.PathLike) -> SavedResult:
             f"{str(folder)!r} holds no saved network ({MODEL_FILE}); runs of nasjax search, "
             "experiments/darts_search.py and experiments/compression_search.py save one"
         )
-    record = read_json_record(folder / MODEL_FILE, _FORMAT, _VERSION, _FIELDS, "saved network")
+    record = _read_record(folder / MODEL_FILE)
     try:
         blob = (folder / VARIABLES_FILE).read_bytes()
         variables = flax.serialization.msgpack_restore(blob)
@@ -134,7 +158,12 @@ def load_result(run_dir: str | os.PathLike) -> SavedResult:
     summary_path = folder / record["summary"]
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     space = make_space(record["space"])
-    task = Task(tuple(record["input_shape"]), int(record["num_classes"]))
+    dataset = record["dataset"]
+    task: Task | str = (
+        dataset
+        if isinstance(dataset, str)
+        else Task(tuple(dataset["input_shape"]), int(dataset["num_classes"]))
+    )
     genotype = np.asarray(record["genotype"], np.int32)
     if record["extra"].get("module") == "functional":
         net = space.functional(task, **record["size"])
