@@ -49,6 +49,7 @@ from nasjax.flags import (  # noqa: E402
     positive_int,
     run_script,
     seed,
+    tensorboard_flag,
 )
 from nasjax.objectives import count_params, init_abstract  # noqa: E402
 from nasjax.plots import save_figure  # noqa: E402
@@ -57,7 +58,7 @@ from nasjax.rundir import RunDir, flags_config, write_json_atomic  # noqa: E402
 from nasjax.search.gradient import gradient_search  # noqa: E402
 from nasjax.spaces import make_space  # noqa: E402
 from nasjax.spaces.saved import save_model  # noqa: E402
-from nasjax.tracking import TensorBoardWriter  # noqa: E402
+from nasjax.tracking import tensorboard_callbacks  # noqa: E402
 
 SPACES = ("nb201", "darts")
 DATASETS = ("mnist1d", "digits", "cifar10")
@@ -97,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes for tests")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--tensorboard", default=None, help="also log each epoch to TensorBoard here")
+    tensorboard_flag(p)
     return p.parse_args(argv)
 
 
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _sizes(args)
     out = Path(args.out)
     # --resume with another --method, --seed... is refused (where logs go changes nothing)
-    run_config = flags_config(args, skip=("tensorboard",))
+    run_config = flags_config(args)
     RunDir.check(out, run_config, resume=args.resume)
     data = load_dataset(args.dataset, seed=args.seed, data_dir=args.data_dir)
     space = make_space(args.space)
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         resume=args.resume,
         progress=not args.no_progress,
         run_config=run_config,
-        callbacks=[TensorBoardWriter(args.tensorboard, args.method)] if args.tensorboard else [],
+        callbacks=tensorboard_callbacks(args.tensorboard, args.method),
     )
     t0 = time.time()
     final_size = _network_size(args.space, args.final_channels, args.final_cells)

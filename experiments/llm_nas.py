@@ -63,6 +63,7 @@ from nasjax.flags import (
     positive_int,
     run_script,
     seed,
+    tensorboard_flag,
 )
 from nasjax.llm import elastic, latency
 from nasjax.llm.corpus import calibration_corpus, eval_windows, validation_corpus
@@ -75,6 +76,7 @@ from nasjax.spaces.llm import LlamaElasticSpace
 from nasjax.strategies.constraints import constrained_fitness, is_feasible
 from nasjax.strategies.evolution import regularized_evolution
 from nasjax.strategies.nsga2 import nsga2
+from nasjax.tracking import notify_end, notify_records, tensorboard_callbacks
 
 STAGES = ("dense", "latency_table", "population_eval", "search", "distill", "measure")
 CANDIDATES = ("searched", "uniform_width", "depth_only", "scratch")
@@ -139,6 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/llm_nas")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    tensorboard_flag(p)
     smoke = {k: v for k, v in SMOKE.items() if k != "keep_layers"}
     args = p.parse_sized(argv, smoke)
     if args.smoke and not args.keep_layers:
@@ -319,7 +322,8 @@ def run_search(
     tell = jax.jit(strategy.tell)
     key = jax.random.fold_in(s.key, 10 + SEARCHES.index(kind))
     state = strategy.init(key)
-    history = []
+    history: list[dict] = []
+    callbacks = tensorboard_callbacks(args.tensorboard, kind)
 
     def objectives(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kl, nll = s.fitness(g)
@@ -344,10 +348,13 @@ def run_search(
             genotypes = np.asarray(genotypes)
         told, loss = objectives(genotypes)
         state, _ = tell(state, jnp.asarray(genotypes), jnp.asarray(told))
-        history += [
+        records = [
             {"generation": generation, "genotype": g.tolist(), "loss": float(k)}
             for g, k in zip(genotypes, loss)
         ]
+        notify_records(callbacks, records, len(history))
+        history += records
+    notify_end(callbacks, {"best_loss": min(r["loss"] for r in history)})
     return {"kind": kind, "history": history}
 
 

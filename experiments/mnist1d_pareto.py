@@ -41,7 +41,14 @@ import numpy as np  # noqa: E402
 
 from nasjax.data import load_dataset  # noqa: E402
 from nasjax.evaluation.training import TrainConfig, train_population  # noqa: E402
-from nasjax.flags import OneLineErrorParser, at_least, positive_int, run_script, seed  # noqa: E402
+from nasjax.flags import (  # noqa: E402
+    OneLineErrorParser,
+    at_least,
+    positive_int,
+    run_script,
+    seed,
+    tensorboard_flag,
+)
 from nasjax.objectives import benchmark_variables, measure_latency_ms  # noqa: E402
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
 from nasjax.plots import finish_figure  # noqa: E402
@@ -54,6 +61,7 @@ from nasjax.spaces.nb201_latency import (  # noqa: E402
     evaluate_latency_table,
 )
 from nasjax.strategies import make_strategy  # noqa: E402
+from nasjax.tracking import tensorboard_callbacks  # noqa: E402
 
 STRATEGIES = ("nsga2", "random")
 SMOKE = {"population": 4, "generations": 2, "steps": 6, "channels": 4, "latency_archs": 4}
@@ -71,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the searches in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true")
+    tensorboard_flag(p)
     return p.parse_sized(argv, SMOKE)
 
 
@@ -142,6 +151,7 @@ def run(args: argparse.Namespace) -> dict:
             resume=args.resume,
             progress=not args.no_progress,
             config=run_config,
+            callbacks=tensorboard_callbacks(args.tensorboard, name),
         )
         records = [
             json.loads(line) for line in (out / name / "results.jsonl").read_text().splitlines()

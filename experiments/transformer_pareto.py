@@ -47,7 +47,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population  # noqa: E402
-from nasjax.flags import OneLineErrorParser, positive_int, run_script, seed  # noqa: E402
+from nasjax.flags import (  # noqa: E402
+    OneLineErrorParser,
+    positive_int,
+    run_script,
+    seed,
+    tensorboard_flag,
+)
 from nasjax.pareto import hypervolume_2d, pareto_mask  # noqa: E402
 from nasjax.plots import finish_figure  # noqa: E402
 from nasjax.rundir import check_out_folder, write_json_atomic  # noqa: E402
@@ -55,6 +61,7 @@ from nasjax.search import run_search  # noqa: E402
 from nasjax.spaces.transformer import TransformerSpace  # noqa: E402
 from nasjax.strategies import make_strategy  # noqa: E402
 from nasjax.text import load_text  # noqa: E402
+from nasjax.tracking import tensorboard_callbacks  # noqa: E402
 from nasjax.transformer_costs import (  # noqa: E402
     forward_latency_ms,
     generate_latency_ms,
@@ -95,6 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/transformer_pareto")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true")
+    tensorboard_flag(p)
     return p.parse_sized(argv, SMOKE)
 
 
@@ -123,6 +131,7 @@ def _search(name: str, evaluate, args, space, population, generations, out) -> t
         generations,
         out / name,
         progress=not args.no_progress,
+        callbacks=tensorboard_callbacks(args.tensorboard, name),
     )
     wall = time.perf_counter() - start
     lines = (out / name / "results.jsonl").read_text().splitlines()

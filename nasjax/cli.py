@@ -47,6 +47,7 @@ from nasjax.flags import (
     positive_int,
     run_entry,
     seed,
+    tensorboard_flag,
 )
 from nasjax.plots import plot_search_curve
 from nasjax.report import write_report
@@ -56,7 +57,7 @@ from nasjax.search.bounds import bounded_evaluator, bounds_summary, check_bounds
 from nasjax.search.hyperband import hyperband_schedule, run_hyperband, schedule_totals
 from nasjax.spaces import SPACES, make_space, require
 from nasjax.strategies import STRATEGIES, make_strategy
-from nasjax.tracking import TensorBoardWriter
+from nasjax.tracking import tensorboard_callbacks
 
 LATENCY_TABLE_FILE = "latency_table.json"  # the --max-latency-ms search's device table
 MULTI_OBJECTIVE = ("nsga2",)  # strategies told [B, M] objectives, not one fitness
@@ -117,7 +118,7 @@ def _search_parser(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--tensorboard", default=None, help="also log records to TensorBoard here")
+    tensorboard_flag(p)
 
 
 def _info_parser(sub: Any) -> None:
@@ -373,7 +374,7 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
 
 
 def _callbacks(cfg: SearchConfig) -> list:
-    return [TensorBoardWriter(cfg.tensorboard)] if cfg.tensorboard else []
+    return tensorboard_callbacks(cfg.tensorboard)
 
 
 def _ask_tell(run: _Run) -> tuple:

@@ -154,6 +154,17 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def tensorboard_flag(p: argparse.ArgumentParser) -> None:
+    """Adds ``--tensorboard DIR`` (:func:`nasjax.tracking.tensorboard_callbacks`): the
+    run's records mirrored as TensorBoard scalars; it never changes results."""
+    p.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also log every record to TensorBoard here (tensorboardX)",
+    )
+
+
 def check_memory(flag: str, count: int, bytes_each: float, share: float = 0.5) -> None:
     """Refuses ``count`` items of ``bytes_each`` bytes that would need more than ``share`` of
     the memory available now: one line with the estimate and how many fit.

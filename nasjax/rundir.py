@@ -102,9 +102,10 @@ def read_json_record(
 
 def flags_config(args: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The settings of a parsed command line (an ``argparse.Namespace``) that change a
-    run's results: every flag but ``--out``, ``--resume``, ``--no-progress``, the
-    subcommand and ``skip`` (e.g. values derived from flags that are not JSON)."""
-    ignored = ("command", "out", "resume", "no_progress", *skip)
+    run's results: every flag but ``--out``, ``--resume``, ``--no-progress``,
+    ``--tensorboard``, the subcommand and ``skip`` (e.g. values derived from flags that
+    are not JSON)."""
+    ignored = ("command", "out", "resume", "no_progress", "tensorboard", *skip)
     return {k: v for k, v in sorted(vars(args).items()) if k not in ignored}
 
 

@@ -11,7 +11,8 @@ dashboard, a tracker). A callback has two methods:
 
 :class:`TensorBoardWriter` is one (``--tensorboard DIR``): every numeric field of a record
 becomes a scalar ``<prefix>/<field>`` at ``step``, with ``tensorboardX`` (no TensorFlow),
-imported only when one is made, so ``import nasjax`` does not need it.
+imported only when one is made, so ``import nasjax`` does not need it;
+:func:`read_scalars` reads such a folder back.
 
 Foundation-level: imports only :mod:`nasjax.errors` (and tensorboardX lazily).
 """
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from nasjax.errors import NasjaxError
@@ -64,6 +67,30 @@ def notify_end(callbacks: Sequence[Callback], result: dict[str, Any]) -> None:
     """Calls every callback's ``on_end`` with ``result``."""
     for callback in callbacks:
         callback.on_end(result)
+
+
+def tensorboard_callbacks(logdir: str | os.PathLike | None, prefix: str = "search") -> list:
+    """``[TensorBoardWriter(logdir, prefix)]``, or no callback without a ``logdir`` (the
+    value of a ``--tensorboard`` flag, :func:`nasjax.flags.tensorboard_flag`)."""
+    return [TensorBoardWriter(logdir, prefix)] if logdir else []
+
+
+def read_scalars(logdir: str | os.PathLike) -> dict[str, dict[int, float]]:
+    """Every scalar of the events files in ``logdir``: ``tag -> step -> value`` (float32
+    values as floats), read with tensorboardX's protobuf, no TensorFlow: each file is
+    TFRecord framing (length, its CRC, the ``Event``, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    out: dict[str, dict[int, float]] = {}
+    for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        blob, at = path.read_bytes(), 0
+        while at < len(blob):
+            (length,) = struct.unpack("<Q", blob[at : at + 8])
+            event = Event.FromString(blob[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                out.setdefault(value.tag, {})[event.step] = value.simple_value
+    return out
 
 
 class TensorBoardWriter:

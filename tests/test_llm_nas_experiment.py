@@ -9,6 +9,7 @@ import pytest
 from conftest import load_experiment
 
 from nasjax.errors import NasjaxError
+from nasjax.tracking import read_scalars
 
 
 @pytest.mark.parametrize(
@@ -35,7 +36,10 @@ def test_bad_flags_exit_2_with_one_line(argv, message, tmp_path, capsys):
 def test_smoke_run_writes_the_issue_layout_and_resumes(llm_checkpoint, tmp_path):
     script = load_experiment("llm_nas")
     out = tmp_path / "run"
-    results = script.run(script.parse_args(["--smoke", "--out", str(out)]))
+    logs = tmp_path / "tb"
+    results = script.run(
+        script.parse_args(["--smoke", "--out", str(out), "--tensorboard", str(logs)])
+    )
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["dense"]) >= {"ppl", "params", "tokens_per_s"}
     assert set(saved["candidates"]) == set(script.CANDIDATES)
@@ -58,6 +62,12 @@ def test_smoke_run_writes_the_issue_layout_and_resumes(llm_checkpoint, tmp_path)
     for name in ("results.md", "front.png", "distillation.png", "latency_table.json"):
         assert (out / name).stat().st_size > 0
     assert len((out / "stages.jsonl").read_text().splitlines()) == 9
+    scalars = read_scalars(logs)  # every search's candidates, in the order they were scored
+    for kind in script.SEARCHES:
+        assert (
+            len(scalars[f"{kind}/loss"]) == 4 * (1 + 1)
+            and len(scalars[f"{kind}/final/best_loss"]) == 1
+        )
 
     # --resume of a finished run recomputes no stage and writes the same results
     again = script.run(script.parse_args(["--smoke", "--out", str(out), "--resume"]))

@@ -13,6 +13,7 @@ from nasjax.evaluation.tabular import latency_columns, load_nb201_columns
 from nasjax.search.tabular import query_table
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies import make_strategy
+from nasjax.tracking import read_scalars
 
 ALL_CONV3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 
@@ -98,17 +99,23 @@ def test_bad_input(tmp_path, table_path, pareto, capsys, argv, expected):
 def test_mnist1d_pareto_smoke(tmp_path, capsys):
     script = load_experiment("mnist1d_pareto")
     out = tmp_path / "mnist1d"
-    assert script.main(["--smoke", "--no-progress", "--out", str(out)]) == 0
+    logs = tmp_path / "tb"
+    argv = ["--smoke", "--no-progress", "--out", str(out), "--tensorboard", str(logs)]
+    assert script.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert -1 <= results["latency_table"]["spearman"] <= 1
+    scalars = read_scalars(logs)
     for name in ("nsga2", "random"):
         assert 0 < results[name]["hypervolume"] <= 1
         records = (out / name / "results.jsonl").read_text().splitlines()
         assert len(records) == 8
+        tests = [np.float32(json.loads(r)["test_accuracy"]) for r in records]
+        assert scalars[f"{name}/test_accuracy"] == dict(enumerate(tests))
         for front in results[name]["front"]:
             assert front["latency_ms_measured"] > 0
     assert (out / "pareto_front.png").exists()
-    # Resuming a finished search reuses its latency table and records: the same fronts.
+    # Resuming a finished search reuses its latency table and records: the same fronts
+    # (without --tensorboard: it does not change results, so it is not compared).
     assert script.main(["--smoke", "--no-progress", "--out", str(out), "--resume"]) == 0
     again = json.loads((out / "results.json").read_text())
     for name in ("nsga2", "random"):

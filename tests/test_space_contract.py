@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from nasjax.cli import main
-from nasjax.evaluation.lm_training import LMTrainConfig, module_bits_per_byte
 from nasjax.errors import CapabilityError, NasjaxError
+from nasjax.evaluation.lm_training import LMTrainConfig, module_bits_per_byte
 from nasjax.llm.llama import LlamaConfig, forward
 from nasjax.nets.relaxed import ArchWeights
 from nasjax.objectives import init_abstract

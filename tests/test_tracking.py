@@ -4,7 +4,6 @@ import contextlib
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,26 +12,9 @@ import numpy as np
 import pytest
 
 from nasjax.cli import main
-from nasjax.tracking import Callback, TensorBoardWriter, scalars
+from nasjax.tracking import Callback, TensorBoardWriter, read_scalars, scalars
 
 SMOKE_SEED = 3  # tests/test_cli.py's smoke search: the same compiled programs
-
-
-def read_scalars(logdir: Path) -> dict[str, dict[int, float]]:
-    """Every scalar of the events files in ``logdir``: tag -> step -> value (TFRecord
-    framing parsed here, each record an ``Event`` of tensorboardX's protobuf)."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    out: dict[str, dict[int, float]] = {}
-    for path in sorted(logdir.glob("events.out.tfevents.*")):
-        blob, at = path.read_bytes(), 0
-        while at < len(blob):
-            (length,) = struct.unpack("<Q", blob[at : at + 8])
-            event = Event.FromString(blob[at + 12 : at + 12 + length])
-            at += 12 + length + 4
-            for value in event.summary.value:
-                out.setdefault(value.tag, {})[event.step] = value.simple_value
-    return out
 
 
 class Recorder:

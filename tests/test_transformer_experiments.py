@@ -17,6 +17,7 @@ from nasjax.evaluation.lm_training import LMTrainConfig, train_lm_population
 from nasjax.rundir import RunDir
 from nasjax.spaces.transformer import TransformerSpace
 from nasjax.text import load_text
+from nasjax.tracking import read_scalars
 
 TINY = TransformerSpace(
     widths=(16, 32), layers=(1, 2), heads=(1, 2), mlp_ratios=(1, 2), head_dims=(8,), max_context=16
@@ -130,8 +131,14 @@ def test_proxy_study_smoke(tmp_path):
 @pytest.mark.slow
 def test_pareto_smoke(tmp_path):
     module = load_experiment("transformer_pareto")
-    assert module.main(["--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
+    out, logs = tmp_path / "run", tmp_path / "tb"
+    argv = ["--smoke", "--no-progress", "--out", str(out), "--tensorboard", str(logs)]
+    assert module.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    scalars = read_scalars(logs)
+    for name in ("proxy", "trained"):  # each search's records mirrored under its name
+        lines = (out / name / "results.jsonl").read_text().splitlines()
+        assert len(scalars[f"{name}/fitness/0"]) == len(lines) > 0
     # Latencies are measured, so at smoke size a front can fall outside the latency
     # reference (hypervolume 0) on a loaded machine; the fraction is then NaN, by design.
     hv_proxy, hv_trained = (
@@ -146,7 +153,7 @@ def test_pareto_smoke(tmp_path):
     for r in results["fronts"]["trained"]:
         assert {"valid_bpb", "latency_ms", "generate_ms_per_token", "peak_mem_mb"} <= set(r)
     assert set(results["wall_s"]) >= {"proxy_search", "trained_search"}
-    assert (tmp_path / "pareto_front.png").stat().st_size > 0
+    assert (out / "pareto_front.png").stat().st_size > 0
 
 
 def test_scripts_refuse_bad_arguments(capsys, tmp_path):
