@@ -47,3 +47,10 @@ def test_bad_input(tmp_path, table_path, script, capsys, argv, expected):
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_default_proxies_are_the_data_free_ones_and_all_means_every_proxy(script):
+    from nasjax.evaluation.proxies import DATA_FREE, PROXIES
+
+    assert script.parse_args([]).proxies == list(DATA_FREE)  # the documented command's minutes
+    assert script.parse_args(["--proxies", "all"]).proxies == list(PROXIES)
