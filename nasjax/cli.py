@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from nasjax.data import dataset_identity, is_dataset_file
 from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.kinds import DATA_KINDS, DataKind, Recipe
 from nasjax.evaluation.training import member_state_bytes
@@ -229,15 +230,18 @@ def info(cfg: InfoConfig) -> dict[str, Any]:
     """``{space, arch, dataset, **size, **space.costs}`` of ``cfg.arch``; with
     ``cfg.latency`` also ``space.measure`` (latency, peak memory, device, batch size)."""
     space = make_space(cfg.space)
-    dataset = cfg.dataset or DATA_KINDS[space.data_kind].info_dataset
+    kind = DATA_KINDS[space.data_kind]
+    dataset = cfg.dataset or kind.info_dataset
     size = space.resolve_size(cfg.size)
     genotype = space.from_string(cfg.arch)
+    # your own .npz file: its shape and classes; a name: the space checks it
+    task = kind.task(dataset) if is_dataset_file(dataset) else dataset
     record = {"space": cfg.space, "arch": space.to_string(genotype), "dataset": dataset}
     record.update(size)
-    record.update(space.costs(genotype, dataset, **size))
+    record.update(space.costs(genotype, task, **size))
     if cfg.latency:
         measured = space.measure(
-            genotype, dataset, batch_size=cfg.batch_size, repeats=cfg.repeats, **size
+            genotype, task, batch_size=cfg.batch_size, repeats=cfg.repeats, **size
         )
         record.update(measured)
     return record
@@ -336,7 +340,7 @@ def _run_config(cfg: SearchConfig, dataset: str, size: dict) -> dict[str, Any]:
     skip = ("out", "resume", "no_progress", "size", "tensorboard")
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}
     fields = {k: v for k, v in fields.items() if v is not None or k not in RUNG_FLAGS}
-    return dict(sorted({**fields, **size, "dataset": dataset}.items()))
+    return dict(sorted({**fields, **size, **dataset_identity(dataset)}.items()))
 
 
 def _recipe(cfg: SearchConfig, size: dict, steps: int) -> Recipe:

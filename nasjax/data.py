@@ -20,6 +20,7 @@ Minibatches are drawn on device with :func:`batch_indices`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import pickle
 import random
@@ -456,6 +457,19 @@ def is_dataset_file(name: str) -> bool:
     """Whether a dataset name is a path to a file of your own (``*.npz``, or any name with a
     path separator) rather than a built-in name: the one place that tells them apart."""
     return name.endswith(".npz") or os.sep in name or "/" in name
+
+
+def dataset_identity(name: str) -> dict[str, str]:
+    """What names a dataset in a run's settings (compared on ``--resume``): a built-in
+    name, or a file's path and the SHA-256 of its bytes, so that resuming on a file that
+    changed since is refused rather than mixing two datasets' results."""
+    if not is_dataset_file(name) or not os.path.isfile(name):
+        return {"dataset": name}
+    digest = hashlib.sha256()
+    with open(name, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"dataset": name, "dataset_sha256": digest.hexdigest()}
 
 
 def load_npz(path: str | os.PathLike, seed: int = 0, *, valid_fraction: float = 0.1) -> Dataset:

@@ -133,3 +133,14 @@ def test_npz_search_runs_end_to_end_and_builds_the_network_for_the_arrays(capsys
     assert stem.shape[:3] == (3, 3, 2)  # a 2D stem over the file's 2 channels
     acc = module_accuracy(result.module, result.variables, data.x_test, data.y_test, 500)
     assert acc == summary["model_test_accuracy"]
+    capsys.readouterr()
+    # info costs the network for the file's shape and classes, as the search did.
+    assert main(["info", "--space", "nb201", "--arch", summary["arch"], "--dataset", str(path),
+                 "--channels", "4", "--cells-per-stage", "1"]) == 0  # fmt: skip
+    record = json.loads(capsys.readouterr().out)
+    assert record["params"] == summary["params"] and record["dataset"] == str(path)
+    # --resume on a file whose bytes changed since is refused, naming its digest.
+    np.savez(path, x_train=x[:100] + 1, y_train=y[:100], x_test=x[100:], y_test=y[100:])
+    assert main([*argv, "--batch-size", "30", "--no-progress", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "sha256" in err and err.count("\n") == 1
