@@ -68,6 +68,7 @@ from nasjax.flags import (  # noqa: E402
     OneLineErrorParser,
     at_least,
     flag_name,
+    positive_float,
     positive_int,
     run_script,
     seed,
@@ -97,7 +98,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineErrorParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/oneshot_nb201", help="output folder")
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--supernet-steps", type=positive_int, default=3000, help="single-path steps")
+    p.add_argument("--supernet-steps", type=positive_int, default=1000, help="supernet SGD steps")
+    p.add_argument(
+        "--supernet-devices", type=positive_int, default=None,
+        help="host devices for the supernet, one path and minibatch each per step "
+        "(default: 2, or 1 on a 1-core machine)",
+    )  # fmt: skip
+    p.add_argument("--supernet-lr", type=positive_float, default=0.05, help="its peak rate")
     p.add_argument("--calib-batches", type=positive_int, default=4, help="BN recalibration")
     p.add_argument("--budget", type=positive_int, default=100, help="cells REA scores")
     p.add_argument("--batch", type=positive_int, default=20, help="cells per generation")
@@ -118,6 +125,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 f"{flag_name(name)} must be <= --population-size ({args.population_size}), "
                 f"got {getattr(args, name)}"
             )
+    available = jax.local_device_count()
+    if args.supernet_devices is None:  # the default: two paths per step where there are two
+        args.supernet_devices = min(2, available)
+    if args.supernet_devices > available:
+        raise NasjaxError(
+            f"--supernet-devices must be <= the {available} host device(s) here, "
+            f"got {args.supernet_devices}"
+        )
     return args
 
 
@@ -131,12 +146,13 @@ def _reference(folder: str | None) -> dict | None:
         raise NasjaxError(f"--reference: cannot read {path} ({err})") from None
 
 
-def recipe(args: argparse.Namespace, steps: int) -> object:
-    """``make search``'s training recipe (``nasjax.cli``'s defaults) at ``steps``."""
+def recipe(args: argparse.Namespace, steps: int, learning_rate: float = 0.05) -> object:
+    """``make search``'s training recipe (``nasjax.cli``'s defaults) at ``steps`` (and
+    ``learning_rate``: the supernet's may differ)."""
     size = NB201Space().resolve_size({**IMAGES.search_size, "channels": args.channels})
     return IMAGES.train_config(
         Recipe(
-            steps=steps, batch_size=100, learning_rate=0.05, optimizer="sgd",
+            steps=steps, batch_size=100, learning_rate=learning_rate, optimizer="sgd",
             member_batch=args.member_batch, size=size, smoke=False,
         )
     )  # fmt: skip
@@ -156,8 +172,10 @@ def search(args: argparse.Namespace, out: Path, t0: float) -> dict:
     key_search, key_train = jax.random.split(jax.random.key(args.seed))
     key_super, key_calib, key_rea = jax.random.split(jax.random.fold_in(key_search, 1), 3)
     supernet = oneshot.train_supernet(
-        key_super, space, data, recipe(args, args.supernet_steps), progress=not args.no_progress
-    )
+        key_super, space, data, recipe(args, args.supernet_steps, args.supernet_lr),
+        progress=not args.no_progress,
+        devices=jax.local_devices()[: args.supernet_devices],
+    )  # fmt: skip
     supernet_s = time.time() - t0
     batches = oneshot.calibration_batches(key_calib, data, args.calib_batches, 100)
     evaluator = oneshot.oneshot_evaluator(supernet, data, batches, member_batch=args.member_batch)

@@ -140,6 +140,10 @@ def test_train_supernet_same_key_same_weights(data):
         (["--rank-cells", "2"], "--rank-cells must be >= 3, got 2"),
         (["--population-size", "4", "--sample-size", "5"], "--sample-size must be <= "),
         (["--population-size", "5", "--batch", "6"], "--batch must be <= --population-size (5)"),
+        (
+            ["--supernet-devices", "9"],
+            "--supernet-devices must be <= the 1 host device(s) here, got 9",
+        ),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -148,3 +152,55 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_paths_on_two_devices_average_each_parameter_over_the_paths_using_it(data):
+    """Two devices (a named vmap axis stands for shard_map's) train FIRST on batch a and
+    PATH on batch b in one step: an op on one path moves as that path's single-path step
+    moves it, an op on both and the shared layers by the mean of the two steps (the first
+    step of SGD is affine in the gradient), BN statistics likewise, idle ops bit for bit;
+    the same path and batch on both devices is the single-path step."""
+    tx = make_optimizer(TrainConfig(steps=10))
+    params, state = NET.init(jax.random.key(0))
+    carry = (params, state, tx.init(params))
+    one = jax.jit(functools.partial(oneshot.single_path_step, NET, tx))
+    two = jax.jit(
+        jax.vmap(
+            lambda g, xb, yb: oneshot.single_path_step(NET, tx, carry, g, xb, yb, "data"),
+            axis_name="data",
+        )
+    )
+    x, y = jnp.asarray(data.x_train[:32]), jnp.asarray(data.y_train[:32])
+    (pa, sa, _), loss_a = one(carry, FIRST, x[:16], y[:16])
+    (pb, sb, _), loss_b = one(carry, PATH, x[16:], y[16:])
+    (p2, s2, _), loss2 = two(jnp.stack([FIRST, PATH]), x.reshape(2, 16, 40, 1), y.reshape(2, 16))
+    p2, s2 = jax.tree.map(lambda v: v[0], (p2, s2))  # both devices hold the same result
+    close = functools.partial(chex.assert_trees_all_close, rtol=1e-5, atol=1e-6)
+    mean = lambda u, v: jax.tree.map(lambda s, t: (s + t) / 2, u, v)
+    close(loss2[0], (loss_a + loss_b) / 2)
+    shared = lambda p, s: (p["stem"], p["classifier"], s["stem_bn"], s["reduction_1"])
+    close(shared(p2, s2), mean(shared(pa, sa), shared(pb, sb)))
+    convs = {2: "nor_conv_1x1", 3: "nor_conv_3x3"}  # the ops with parameters
+    on_a, on_b = (
+        {(e, convs[k]) for e, k in enumerate(g.tolist()) if k in convs} for g in (FIRST, PATH)
+    )
+    for cell in ("cell_0_0", "cell_1_0", "cell_2_0"):
+        for e in range(6):
+            for op in ("nor_conv_1x1", "nor_conv_3x3"):
+                got = (p2[cell][f"edge_{e}"][op], s2[cell][f"edge_{e}"][op])
+                a = (pa[cell][f"edge_{e}"][op], sa[cell][f"edge_{e}"][op])
+                b = (pb[cell][f"edge_{e}"][op], sb[cell][f"edge_{e}"][op])
+                if (e, op) in on_a and (e, op) in on_b:
+                    close(got, mean(a, b))
+                elif (e, op) in on_a:
+                    close(got, a)
+                elif (e, op) in on_b:
+                    close(got, b)
+                else:
+                    chex.assert_trees_all_equal(
+                        got, (params[cell][f"edge_{e}"][op], state[cell][f"edge_{e}"][op])
+                    )
+    (p1, s1, _), loss1 = two(
+        jnp.stack([PATH, PATH]), jnp.stack([x[16:]] * 2), jnp.stack([y[16:]] * 2)
+    )
+    close((p1, s1, loss1), jax.tree.map(lambda v: jnp.stack([v, v]), (pb, sb, loss_b)))

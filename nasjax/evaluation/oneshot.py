@@ -17,11 +17,16 @@ genotype runs only the sampled ops, forward and backward.
   chunks). Only the sampled path's parameters move: the optimiser's update and state are
   kept for the ops not sampled (:func:`path_mask`), as a PyTorch optimiser skips a
   parameter with no gradient, so weight decay and momentum do not drift idle ops. With
-  ``devices``, the minibatch is split over them (``shard_map``, gradients averaged). The
-  default is one device: 300 steps (C=16, N=1, MNIST-1D, batch 100) took 3.0 s on one
-  of the 2-core CPU's two host devices against 6.6 s split over both, on an idle machine
-  (XLA already spreads one device's ops over the cores); with other jobs running, 9.0 s
-  against 6.6 s.
+  ``devices``, each step trains one path per device, each on its own minibatch, in one
+  update: every parameter's gradient is averaged over the paths that use it
+  (:func:`mean_over_paths`, one all-reduce per step), so an op sampled by one path moves
+  as in a single-path step and the shared layers see every path's batch. Still uniform
+  single-path sampling per path; D devices train D paths per step. Measured on the 2-core
+  CPU (C=16, N=1, MNIST-1D, batch 100 per path, compiled): 300 steps on one host device
+  2.4 s (one path each), on both 3.0 s (two paths each), 1.6x the paths per second on an
+  idle machine; with another job holding one core the two devices' per-step rendezvous
+  loses the gain (~10 ms per path either way). An earlier variant split one path's
+  minibatch over the devices instead: 6.6 s against 3.0 s.
 * :func:`recalibrate` -- SPOS's BatchNorm recalibration: every BN's running statistics
   reset and recomputed for the candidate as the average over ``K`` training batches of the
   batch mean and (biased) variance (PyTorch's ``momentum=None`` cumulative average).
@@ -45,7 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, PartitionSpec
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from nasjax.data import Dataset, batch_indices
@@ -88,27 +94,51 @@ def single_path_step(
     state, optimiser state)``; parameters and optimiser state of the ops not on the path
     are returned unchanged (bit for bit). Returns the new carry and the loss.
 
-    With ``axis_name`` (inside ``shard_map``), ``(xb, yb)`` is this device's share of the
-    batch: gradients, loss and running statistics are averaged over the axis (each
-    device's BatchNorm normalises with its own share, as data-parallel training without
-    synchronised BatchNorm)."""
+    With ``axis_name`` (inside ``shard_map``, or ``vmap`` with that axis name), each
+    device holds its own path and its own minibatch, and the step trains all of them
+    together (:func:`mean_over_paths`): each parameter's gradient, and each BN's running
+    statistics, are averaged over the devices whose path uses it (the shared stem,
+    reductions and classifier: over all devices, as data-parallel training; an op on one
+    device's path: that device's gradient alone, as a single-path step); an op on any of
+    the paths moves, the others stay bit for bit. The loss is averaged."""
     params, state, opt_state = carry
 
     def loss_fn(p: Params) -> tuple[jnp.ndarray, State]:
         logits, new_state = net.apply(p, state, xb, genotype, True)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), new_state
 
-    (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    if axis_name is not None:
-        grads, loss, state = jax.lax.pmean((grads, loss, state), axis_name)
-    updates, new_opt = tx.update(grads, opt_state, params)
+    (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     mask = path_mask(params, genotype)
+    if axis_name is not None:
+        (grads, new_state), (mask, state_used), loss = mean_over_paths(
+            (grads, new_state), (mask, path_mask(state, genotype)), loss, axis_name
+        )
+        keep_state = lambda m, new, old: jnp.where(m, new, old)
+        new_state = jax.tree.map(keep_state, state_used, new_state, state)
+    updates, new_opt = tx.update(grads, opt_state, params)
     keep = lambda m, new, old: jnp.where(m, new, old)
     params = jax.tree.map(keep, mask, optax.apply_updates(params, updates), params)
     opt_mask = optax.tree_utils.tree_map_params(
         tx, lambda _, m: m, opt_state, mask, transform_non_params=lambda _: jnp.asarray(True)
     )
-    return (params, state, jax.tree.map(keep, opt_mask, new_opt, opt_state)), loss
+    return (params, new_state, jax.tree.map(keep, opt_mask, new_opt, opt_state)), loss
+
+
+def mean_over_paths(
+    values: Any, masks: Any, loss: jnp.ndarray, axis_name: str
+) -> tuple[Any, Any, jnp.ndarray]:
+    """Each leaf of ``values`` averaged over the devices of ``axis_name`` whose boolean
+    scalar in ``masks`` (a tree of the same structure, e.g. :func:`path_mask`) is True,
+    zero where none is; the masks' union (True where any device's is); ``loss`` averaged
+    over all devices. One all-reduce (every leaf, count and the loss flattened into one
+    vector: XLA:CPU runs each collective as a rendezvous of the device threads)."""
+    used = jax.tree.map(lambda m, v: jnp.where(m, v, jnp.zeros_like(v)), masks, values)
+    counts = jax.tree.map(lambda m: m.astype(jnp.float32), masks)
+    flat, unravel = ravel_pytree((used, counts, loss))
+    total, counts, loss_sum = unravel(jax.lax.psum(flat, axis_name))
+    mean = jax.tree.map(lambda t, c: t / jnp.maximum(c, 1.0), total, counts)
+    devices = jax.lax.psum(1, axis_name)
+    return mean, jax.tree.map(lambda c: c > 0, counts), loss_sum / devices
 
 
 DATA_AXIS = "data"
@@ -124,18 +154,18 @@ def _train_chunk(
 
     def local(carry: tuple, paths: jnp.ndarray, indices: jnp.ndarray, x: Any, y: Any) -> tuple:
         def step(carry: tuple, batch: tuple) -> tuple[tuple, jnp.ndarray]:
-            genotype, rows = batch
+            genotype, rows = batch  # this device's path and minibatch
             return single_path_step(net, tx, carry, genotype, x[rows], y[rows], DATA_AXIS)
 
-        return jax.lax.scan(step, carry, (paths, indices))
+        return jax.lax.scan(step, carry, (paths[:, 0], indices[:, 0]))
 
-    rep = PartitionSpec()
+    rep, split = PartitionSpec(), PartitionSpec(None, DATA_AXIS)
     return jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(rep, rep, PartitionSpec(None, DATA_AXIS), rep, rep),
+        in_specs=(rep, split, split, rep, rep),
         out_specs=(rep, rep),
-        check_vma=False,  # the pmean'd values are equal on every device
+        check_vma=False,  # the all-reduced values are equal on every device
     )(carry, paths, indices, x, y)
 
 
@@ -155,13 +185,15 @@ def train_supernet(
       key: PRNG key (initialisation, minibatch order, the paths).
       space: a space with ``functional`` (NB201's parameter layout, see the module doc).
       data: the dataset.
-      config: the recipe (``steps`` is the number of single-path steps; the learning rate
-        is cosine-decayed over them; ``channels`` and ``cells_per_stage`` size the net).
+      config: the recipe (``steps`` is the number of SGD steps, each training one path
+        per device; the learning rate is cosine-decayed over them; ``batch_size`` is each
+        path's minibatch; ``channels`` and ``cells_per_stage`` size the net).
       chunk: steps per compiled call (a remainder compiles one more program).
       progress: show a tqdm bar.
-      devices: the minibatch is split over these, gradients averaged (see
-        :func:`single_path_step`); default: the first local device (module doc).
-        Same key, same devices: same result.
+      devices: each trains its own path on its own minibatch every step, gradients
+        averaged per parameter over the paths using it (:func:`single_path_step`);
+        default: the first local device, one path per step. Same key, same number of
+        devices: same result.
 
     Returns:
       The trained :class:`Supernet`.
@@ -172,12 +204,18 @@ def train_supernet(
     key_init, key_data, key_paths = jax.random.split(key, 3)
     params, state = net.init(key_init)
     carry = (params, state, make_optimizer(config).init(params))
-    indices = batch_indices(key_data, data.x_train.shape[0], config.batch_size, config.steps)
-    paths = space.sample(key_paths, config.steps)
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     if devices is None:
         devices = jax.local_devices()[:1]
-    mesh = Mesh(np.array(devices), (DATA_AXIS,))
+    mesh, width = Mesh(np.array(devices), (DATA_AXIS,)), len(devices)
+    # Step t trains paths[t, d] on minibatch indices[t, d] on device d: consecutive
+    # minibatches of the epochs, one fresh path each (one device: one path per step).
+    rows = batch_indices(key_data, data.x_train.shape[0], config.batch_size, config.steps * width)
+    indices = rows.reshape(config.steps, width, config.batch_size)
+    paths = space.sample(key_paths, config.steps * width)
+    paths = jnp.asarray(paths).reshape(config.steps, width, -1)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    # The carry placed as the chunks return it: one compiled program for every chunk.
+    carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec()))
     losses = []
     with tqdm(total=config.steps, desc="supernet", unit="step", disable=not progress) as bar:
         for start in range(0, config.steps, chunk):
@@ -188,7 +226,8 @@ def train_supernet(
             losses.append(np.asarray(loss))
             bar.set_postfix(loss=f"{float(losses[-1][-1]):.3f}")
             bar.update(stop - start)
-    params, state, _ = carry
+    # Back on one device, as the scoring and retraining programs take their inputs.
+    params, state, _ = jax.device_put(carry, devices[0])
     return Supernet(net, params, state, np.concatenate(losses))
 
 
