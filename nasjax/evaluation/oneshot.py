@@ -169,6 +169,28 @@ def _train_chunk(
     )(carry, paths, indices, x, y)
 
 
+@functools.partial(jax.jit, static_argnames=("net", "space", "config", "width", "num_train"))
+def _start(
+    key: jax.Array, net: Any, space: SearchSpace, config: TrainConfig, width: int,
+    num_train: int,
+) -> tuple[tuple, jnp.ndarray, jnp.ndarray]:  # fmt: skip
+    """The initial carry, the paths ``[steps, width, D]`` and the minibatch indices
+    ``[steps, width, batch]`` in one compiled program (eagerly, their ~70 small programs
+    took ~2 s to compile or load on every run; this one is loaded from the persistent
+    cache). Step t trains ``paths[t, d]`` on minibatch ``indices[t, d]`` on device d:
+    consecutive minibatches of the epochs, a fresh path each."""
+    key_init, key_data, key_paths = jax.random.split(key, 3)
+    params, state = net.init(key_init)
+    carry = (params, state, make_optimizer(config).init(params))
+    rows = batch_indices(key_data, num_train, config.batch_size, config.steps * width)
+    paths = space.sample(key_paths, config.steps * width)
+    return (
+        carry,
+        paths.reshape(config.steps, width, -1),
+        rows.reshape(config.steps, width, config.batch_size),
+    )
+
+
 def train_supernet(
     key: jax.Array,
     space: SearchSpace,
@@ -201,18 +223,11 @@ def train_supernet(
     net = space.functional(
         data.task, channels=config.channels, cells_per_stage=config.cells_per_stage
     )
-    key_init, key_data, key_paths = jax.random.split(key, 3)
-    params, state = net.init(key_init)
-    carry = (params, state, make_optimizer(config).init(params))
     if devices is None:
         devices = jax.local_devices()[:1]
     mesh, width = Mesh(np.array(devices), (DATA_AXIS,)), len(devices)
-    # Step t trains paths[t, d] on minibatch indices[t, d] on device d: consecutive
-    # minibatches of the epochs, one fresh path each (one device: one path per step).
-    rows = batch_indices(key_data, data.x_train.shape[0], config.batch_size, config.steps * width)
-    indices = rows.reshape(config.steps, width, config.batch_size)
-    paths = space.sample(key_paths, config.steps * width)
-    paths = jnp.asarray(paths).reshape(config.steps, width, -1)
+    carry, paths, indices = _start(key, net, space, config, width, data.x_train.shape[0])
+    paths, indices = np.asarray(paths), np.asarray(indices)  # sliced per chunk on the host
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     # The carry placed as the chunks return it: one compiled program for every chunk.
     carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec()))
