@@ -40,6 +40,7 @@ against make search's ``wall_s``:
 =====================  ======  ========  =====  =======  =======  =====  ======
 0.91, 1.68 (idle)      27.7 s  13.2 s    3.2 s  11.3 s   96.6 s   0.286  98.30
 1.77, 1.76 (idle)      27.2 s  12.9 s    3.0 s  11.2 s   96.1 s   0.283  98.30
+0.77, 1.59 (idle)      26.7 s  13.0 s    3.1 s  10.7 s   98.3 s   0.272  98.30
 1.96, 1.80 (idle)      28.6 s  14.2 s    3.2 s  11.2 s   98.4 s   0.291  98.30
 2.67, 2.22 (+1 job)    28.9 s  14.7 s    3.1 s  11.2 s   116.4 s  0.248  98.30
 2.67, 2.40 (+1 job)    29.0 s  14.5 s    3.1 s  11.3 s   125.2 s  0.231  98.30
@@ -47,8 +48,8 @@ against make search's ``wall_s``:
 
 (Load at the start of make search and of the one-shot run; "idle": no other process
 running, the load is these runs' own; "+1 job": another engineer's job on about one
-core. The first two rows are the final code; the others before the supernet's start was
-compiled as one program, ~1 s slower.)
+core. The first three rows are the final code, the third after rebasing on main; the
+others before the supernet's start was compiled as one program, ~1 s slower.)
 
 make search's winner: 98.50 % test (every run); the one-shot winner
 ``|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|none~1|none~2|``
