@@ -4,7 +4,8 @@
 ``POPULATION`` with the ``CONFIG`` recipe over every device of every process and prints
 one JSON line: the device and process counts and each member's results.
 ``python tests/distributed_worker.py --proxies`` prints the zero-cost scores of
-``POPULATION`` (:func:`proxy_scores`) instead.
+``POPULATION`` (:func:`proxy_scores`) instead, ``--supernet`` how far the one-shot
+supernet trained on two devices is from the same steps on one (:func:`supernet_gap`).
 """
 
 import json
@@ -14,9 +15,10 @@ import jax
 import numpy as np
 
 from nasjax.data import load_dataset
-from nasjax.evaluation import proxies
+from nasjax.evaluation import oneshot, proxies
 from nasjax.evaluation.training import TrainConfig, train_population
 from nasjax.spaces import NB201Space
+from nasjax.training_recipe import make_optimizer
 
 CONFIG = TrainConfig(steps=6, batch_size=100, learning_rate=0.05, channels=4, cells_per_stage=1)
 # Three members: not a multiple of 2 or 4 devices, so the padding path runs too.
@@ -44,9 +46,45 @@ def proxy_scores() -> dict:
     }
 
 
+def supernet_gap(steps: int = 3) -> dict:
+    """The supernet trained on the first two devices (``shard_map``, one path each per
+    step) against the same paths and minibatches with a named ``vmap`` axis standing for
+    the devices, on one: the largest difference of a weight or statistic, relative to
+    ``1 + |value|`` (BatchNorm variances reach ~10)."""
+    space, data = NB201Space(), load_dataset("mnist1d", seed=0)
+    config = CONFIG._replace(steps=steps, batch_size=16)
+    key, devices = jax.random.key(SEED), jax.local_devices()[:2]
+    got = oneshot.train_supernet(
+        key, space, data, config, chunk=steps, progress=False, devices=devices
+    )
+    net = got.net
+    carry, paths, rows = oneshot._start(key, net, space, config, 2, len(data.y_train))
+    tx = make_optimizer(config)
+    step = jax.jit(
+        jax.vmap(
+            lambda c, g, xb, yb: oneshot.single_path_step(net, tx, c, g, xb, yb, "data"),
+            in_axes=(None, 0, 0, 0),
+            axis_name="data",
+        )
+    )
+    x, y = jax.numpy.asarray(data.x_train), jax.numpy.asarray(data.y_train)
+    for t in range(steps):
+        carry, _ = step(carry, paths[t], x[rows[t]], y[rows[t]])
+        carry = jax.tree.map(lambda v: v[0], carry)  # both stand-in devices agree
+    gaps = jax.tree.map(
+        lambda a, b: float(np.max(np.abs(np.subtract(a, b)) / (1 + np.abs(np.asarray(b))))),
+        (got.params, got.state),
+        carry[:2],
+    )
+    return {"max_gap": max(jax.tree.leaves(gaps)), "num_devices": len(devices)}
+
+
 def main(argv: list[str]) -> None:
     if argv == ["--proxies"]:
         print(json.dumps({**proxy_scores(), "num_devices": jax.device_count()}), flush=True)
+        return
+    if argv == ["--supernet"]:
+        print(json.dumps(supernet_gap()), flush=True)
         return
     if argv:
         coordinator, num_processes, process_id = argv[0], int(argv[1]), int(argv[2])

@@ -110,6 +110,21 @@ def test_proxy_scores_on_two_devices_match_one_device():
         np.testing.assert_allclose(two[proxy], one[proxy], rtol=1e-6, err_msg=proxy)
 
 
+def test_supernet_paths_on_two_devices_are_the_stand_in_steps():
+    """train_supernet over two host devices (shard_map: one path per device per step, one
+    all-reduce) takes the steps test_oneshot pins with a vmap axis for the devices."""
+    run = subprocess.run(
+        [sys.executable, str(WORKER), "--supernet"],
+        env=_env(2),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = _result(run.stdout)
+    assert out["num_devices"] == 2 and out["max_gap"] < 1e-5
+
+
 def test_entry_points_let_host_devices_wait_for_each_other(monkeypatch):
     """XLA:CPU aborts a process whose host devices reach a collective more than 40 s
     apart (a loaded machine, a share of slow members); the entry points raise the limits,
