@@ -19,6 +19,7 @@ Foundation-level: imports only :mod:`nasjax.errors` (and tensorboardX lazily).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import struct
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from nasjax.errors import NasjaxError
+
+_WRITERS = itertools.count()  # writers opened by this process (their files' suffixes)
 
 SKIPPED = frozenset({"generation", "member", "epoch", "step", "wall_s"})
 """Record fields that index a record or time it rather than measure it (not logged)."""
@@ -113,8 +116,12 @@ class TensorBoardWriter:
                 "--tensorboard needs tensorboardX (no TensorFlow): pip install "
                 "'nasjax[tensorboard]' or tensorboardX"
             ) from None
+        # tensorboardX names its file by the second and the host: two writers opened in
+        # one second (one per search of a script) would write one file; a suffix of the
+        # prefix, the process and a count keeps each its own.
+        suffix = f".{prefix}.{os.getpid()}.{next(_WRITERS)}"
         try:
-            self._writer = SummaryWriter(logdir=os.fspath(logdir))
+            self._writer = SummaryWriter(logdir=os.fspath(logdir), filename_suffix=suffix)
         except OSError as err:
             raise NasjaxError(f"cannot write TensorBoard logs to {str(logdir)!r}: {err}") from None
         self.prefix = prefix

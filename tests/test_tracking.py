@@ -63,6 +63,17 @@ def test_writer_steps_and_close(tmp_path):
     assert np.isnan(got["darts/valid_accuracy"][1]) and got["darts/final/search_s"] == {2: 4.0}
 
 
+def test_writers_opened_together_in_one_folder_keep_their_own_files(tmp_path):
+    """Scripts open one writer per search in one folder, often within the same second (the
+    second is all tensorboardX's file name has): each keeps its scalars, even same-named."""
+    writers = [TensorBoardWriter(tmp_path, prefix=p) for p in ("a", "b", "a")]
+    for i, writer in enumerate(writers):
+        writer.on_record({"loss": float(i)}, i)
+        writer.on_end({})
+    assert read_scalars(tmp_path) == {"a/loss": {0: 0.0, 2: 2.0}, "b/loss": {1: 1.0}}
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 3
+
+
 def test_import_nasjax_does_not_load_tensorboardx():
     code = "import sys, nasjax, nasjax.cli; print('tensorboardX' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
