@@ -91,19 +91,22 @@ def test_two_processes_evaluate_one_population_together(one_device):
         _assert_same_members(out, one_device)
 
 
+def _worker_on_two_devices(mode: str) -> dict:
+    """``distributed_worker.py MODE`` in a process with two host devices: its result."""
+    run = subprocess.run(
+        [sys.executable, str(WORKER), mode], env=_env(2), capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = _result(run.stdout)
+    assert out["num_devices"] == 2
+    return out
+
+
 def test_proxy_scores_on_two_devices_match_one_device():
     """Zero-cost scoring splits the population over the devices (3 cells: one padded
     copy on the second device, dropped); each cell's score is what it is alone."""
-    run = subprocess.run(
-        [sys.executable, str(WORKER), "--proxies"],
-        env=_env(2),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    two = _result(run.stdout)
-    assert two["num_devices"] == 2
+    two = _worker_on_two_devices("--proxies")
     one = worker.proxy_scores()
     for proxy in ("synflow", "snip"):
         assert len(two[proxy]) == len(worker.POPULATION)
@@ -113,16 +116,7 @@ def test_proxy_scores_on_two_devices_match_one_device():
 def test_supernet_paths_on_two_devices_are_the_stand_in_steps():
     """train_supernet over two host devices (shard_map: one path per device per step, one
     all-reduce) takes the steps test_oneshot pins with a vmap axis for the devices."""
-    run = subprocess.run(
-        [sys.executable, str(WORKER), "--supernet"],
-        env=_env(2),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = _result(run.stdout)
-    assert out["num_devices"] == 2 and out["max_gap"] < 1e-5
+    assert _worker_on_two_devices("--supernet")["max_gap"] < 1e-5
 
 
 def test_entry_points_let_host_devices_wait_for_each_other(monkeypatch):
