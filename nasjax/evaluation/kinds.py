@@ -184,7 +184,7 @@ def _text_retrain(
     final = train_lm_population(key, g[None], data, space, config, keep_params=keep)
     fields: dict[str, Any] = {k: float(final[k][0]) for k in ("valid_bpb", "valid_ppl")}
     if keep:
-        size, dataset = {"context": config.context}, TEXT_DATASETS[0]
+        size, dataset = {"context": config.context}, TEXT_DATASETS[0]  # the one text dataset
         variables = {"params": final["params"][0]}
         module = space.decode(g, dataset, **size)
         fields.update(save_model(out, space, g, dataset, size, variables))

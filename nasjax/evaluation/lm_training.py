@@ -185,14 +185,10 @@ def train_lm_population(
         arrays = (key_init, key_data, jnp.asarray(genotypes), tokens, valid)
         out = _train_elastic(space, config, keep_params, *arrays)
         valid_ce, train_ce = (np.asarray(a) for a in out[:2])
-        trained = (
-            [
-                slice_params(jax.tree.map(lambda a, i=i: a[i], out[2]), spec)
-                for i, spec in enumerate(specs)
-            ]
-            if keep_params
-            else []
-        )
+        trained = []
+        if keep_params:  # member i's weights, sliced to its decoded model
+            take = lambda i: jax.tree.map(lambda a: a[i], out[2])  # noqa: E731
+            trained = [slice_params(take(i), spec) for i, spec in enumerate(specs)]
     else:
         params0 = init_elastic(key_init, space.largest_spec())
         outs = [

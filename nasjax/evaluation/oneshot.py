@@ -109,14 +109,13 @@ def single_path_step(
 
     (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     mask = path_mask(params, genotype)
+    keep = lambda m, new, old: jnp.where(m, new, old)
     if axis_name is not None:
         (grads, new_state), (mask, state_used), loss = mean_over_paths(
             (grads, new_state), (mask, path_mask(state, genotype)), loss, axis_name
         )
-        keep_state = lambda m, new, old: jnp.where(m, new, old)
-        new_state = jax.tree.map(keep_state, state_used, new_state, state)
+        new_state = jax.tree.map(keep, state_used, new_state, state)
     updates, new_opt = tx.update(grads, opt_state, params)
-    keep = lambda m, new, old: jnp.where(m, new, old)
     params = jax.tree.map(keep, mask, optax.apply_updates(params, updates), params)
     opt_mask = optax.tree_utils.tree_map_params(
         tx, lambda _, m: m, opt_state, mask, transform_non_params=lambda _: jnp.asarray(True)

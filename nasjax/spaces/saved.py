@@ -87,6 +87,12 @@ def _dataset_record(task: Task | str) -> Any:
     return {"input_shape": [int(v) for v in task.input_shape], "num_classes": int(task.num_classes)}
 
 
+def _dataset_from_record(record: Any) -> Task | str:
+    if isinstance(record, str):
+        return record
+    return Task(tuple(record["input_shape"]), int(record["num_classes"]))
+
+
 def _read_record(path: Path) -> dict[str, Any]:
     """``model.json``'s fields; a version-1 file (input shape and classes at top level,
     images only) reads as version 2."""
@@ -158,12 +164,7 @@ def load_result(run_dir: str | os.PathLike) -> SavedResult:
     summary_path = folder / record["summary"]
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     space = make_space(record["space"])
-    dataset = record["dataset"]
-    task: Task | str = (
-        dataset
-        if isinstance(dataset, str)
-        else Task(tuple(dataset["input_shape"]), int(dataset["num_classes"]))
-    )
+    task = _dataset_from_record(record["dataset"])
     genotype = np.asarray(record["genotype"], np.int32)
     if record["extra"].get("module") == "functional":
         net = space.functional(task, **record["size"])
