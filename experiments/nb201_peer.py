@@ -11,7 +11,13 @@ table (written here, not copied):
 
 * :class:`Cell`: an architecture object, nodes of ``(op, input)`` pairs, with its string;
 * :class:`TableAPI`: ``simulate_train_eval(arch)`` per query (string -> index -> record ->
-  metrics), and ``test_accuracy(arch)`` for the result;
+  metrics), and ``test_accuracy(arch)`` for the result: the lean way, a dictionary look-up
+  and one small record per query;
+* :class:`NatsBenchAPI`: the same two calls answered by the benchmark's own API class,
+  ``nats_bench.NATStopology`` (``pip install nats_bench``, the API the scripts call),
+  filled from the table: per query it finds the index by the arch string, gathers the
+  train / validation / test metrics of a trial into a dictionary and averages the
+  trial's costs for the latency, as it does on the real archive;
 * :func:`random_search`, :func:`regularized_evolution` (population 10, tournament of 3
   drawn with replacement, the reference's mutation: a node uniformly, then one of its
   incoming edges, then a different op) and :func:`reinforce` (``torch``: logits
@@ -109,11 +115,101 @@ class TableAPI:
         return self.records[self.index[arch.tostr()]].test
 
 
+class NatsBenchAPI:
+    """:class:`TableAPI`'s two calls through NATS-Bench's own topology API (``nats_bench``).
+
+    The API object is filled in memory (the untimed set-up; the scripts' ``fast_mode``
+    would unpickle each architecture's file on its first query, which is slower and not
+    counted here). Each architecture gets the records the API reads, as its
+    ``ArchResults`` / ``ResultsCount`` classes: for ``hp="12"`` one trial (seed 111) of
+    12 epochs on the reward's split, its per-epoch training times summing to the query's
+    cost and the reward as the last epoch's validation accuracy; for ``hp="200"`` one
+    trial holding the 200-epoch test accuracy. Metrics the table does not hold are NaN,
+    and every dataset is charged the CIFAR-10 training time, as in
+    :mod:`nasjax.search.tabular`.
+    """
+
+    def __init__(self, table: NB201Table, dataset: str) -> None:
+        from nats_bench.api_topology import NATStopology
+        from nats_bench.api_utils import ArchResults
+
+        space, d = NB201Space(), DATASETS.index(dataset)
+        reward, test, cost = (
+            np.asarray(a, np.float64) for a in (table.reward[d], table.test[d], table.cost)
+        )
+        strings = [space.to_string(g) for g in np.asarray(space.from_index(np.arange(space.size)))]
+        self.ops = space.ops
+        self.name = NATS_NAMES[dataset]
+        # CIFAR-10's reward is on its "cifar10-valid" split; the latency is read from the
+        # dataset's own 12-epoch record.
+        valid_split = "cifar10-valid" if dataset == "cifar10" else self.name
+        test_set = "ori-test" if dataset == "cifar10" else "x-test"
+        self.api = NATStopology(
+            {"meta_archs": strings, "arch2infos": {}, "evaluated_indexes": []}, verbose=False
+        )
+        for code, arch_str in enumerate(strings):
+            twelve = {valid_split: {"x-valid": reward[code]}}
+            twelve.setdefault(self.name, {})[test_set] = math.nan
+            records = {"12": ArchResults(code, arch_str), "200": ArchResults(code, arch_str)}
+            for hp, seed, epochs, train_s, splits in (
+                ("12", 111, 12, cost[code], twelve),
+                ("200", 777, 200, None, {self.name: {test_set: test[code]}}),
+            ):
+                for split, accuracies in splits.items():
+                    trial = _trial(split, seed, epochs, train_s, accuracies)
+                    records[hp].all_results[(split, seed)] = trial
+                    records[hp].dataset_seed[split] = [seed]
+            self.api.arch2infos_dict[code] = records
+            self.api.evaluated_indexes.add(code)
+
+    def simulate_train_eval(self, arch: Cell, hp: str = "12") -> tuple[float, float]:
+        """``(reward, simulated training seconds)`` of one query, as the scripts ask."""
+        reward, _latency, cost, _clock = self.api.simulate_train_eval(arch, self.name, hp=hp)
+        return reward, cost
+
+    def test_accuracy(self, arch: Cell) -> float:
+        """The 200-epoch test accuracy, read as the scripts read their result."""
+        info = self.api.get_more_info(
+            self.api.query_index_by_arch(arch), self.name, hp="200", is_random=False
+        )
+        return info["test-accuracy"]
+
+
+NATS_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16": "ImageNet16-120"}
+"""The NATS-Bench API's name of each dataset of :data:`nasjax.evaluation.tabular.DATASETS`."""
+
+
+def _trial(split: str, seed: int, epochs: int, train_s: float | None, accuracies: dict):
+    """One ``nats_bench`` trial record holding what the API reads of it: the last epoch's
+    metrics (``accuracies`` per evaluation set; losses and training accuracy NaN) and, if
+    ``train_s`` is given, every epoch's times (the API sums them: ``train_s`` spread
+    evenly over the epochs, evaluation 0 s). Latency 1 s (read, never used here)."""
+    from nats_bench.api_utils import ResultsCount
+
+    last = epochs - 1
+    trial = ResultsCount(
+        split, None, {last: math.nan}, {last: math.nan}, 0.0, 0.0, {}, seed, epochs, [1.0]
+    )
+    if train_s is not None:
+        trial.train_times = {e: train_s / epochs for e in range(epochs)}
+    for set_name, accuracy in accuracies.items():
+        trial.eval_names.append(set_name)
+        trial.eval_acc1es[f"{set_name}@{last}"] = accuracy
+        trial.eval_losses[f"{set_name}@{last}"] = math.nan
+        if train_s is not None:
+            trial.eval_times.update({f"{set_name}@{e}": 0.0 for e in range(epochs)})
+    return trial
+
+
+PEER_APIS = {"nats_bench": NatsBenchAPI, "lean": TableAPI}
+"""The table APIs a peer search can ask: NATS-Bench's own class, or the lean one."""
+
+
 class Tracker:
     """The protocol's bookkeeping, as the scripts keep it: the simulated clock, the number
     of counted queries and the best-reward architecture."""
 
-    def __init__(self, api: TableAPI, budget_s: float) -> None:
+    def __init__(self, api: TableAPI | NatsBenchAPI, budget_s: float) -> None:
         self.api, self.budget_s = api, budget_s
         self.clock, self.queries, self.best, self.best_reward = 0.0, 0, None, -math.inf
 
@@ -138,7 +234,7 @@ class Tracker:
         }
 
 
-def random_search(api: TableAPI, seed: int, budget_s: float) -> dict:
+def random_search(api: TableAPI | NatsBenchAPI, seed: int, budget_s: float) -> dict:
     """Uniform random cells until the budget is spent."""
     rng, tracker = random.Random(seed), Tracker(api, budget_s)
     while tracker.query(Cell.random(rng, api.ops)) is not None:
@@ -154,7 +250,11 @@ class Model:
 
 
 def regularized_evolution(
-    api: TableAPI, seed: int, budget_s: float, population_size: int = 10, sample_size: int = 3
+    api: TableAPI | NatsBenchAPI,
+    seed: int,
+    budget_s: float,
+    population_size: int = 10,
+    sample_size: int = 3,
 ) -> dict:
     """REA (Real et al., AAAI 2019) as the reference script: an aging deque population."""
     rng, tracker = random.Random(seed), Tracker(api, budget_s)
@@ -175,7 +275,7 @@ def regularized_evolution(
 
 
 def reinforce(
-    api: TableAPI,
+    api: TableAPI | NatsBenchAPI,
     seed: int,
     budget_s: float,
     learning_rate: float = 0.01,

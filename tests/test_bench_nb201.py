@@ -19,6 +19,9 @@ PER_STRATEGY = (
     "speedup_compiled_by_seeds",
     "speedup_incl_compile",
     "speedup_incl_compile_by_seeds",
+    "lean_peer_ms_per_seed",
+    "speedup_compiled_vs_lean",
+    "speedup_incl_compile_vs_lean",
 )
 
 
@@ -47,6 +50,33 @@ def test_peer_api_answers_as_the_table(peer, api, table_path):
         assert reward == pytest.approx(float(table.reward[0, code]))
         assert cost == pytest.approx(float(table.cost[code]))
         assert api.test_accuracy(cell) == pytest.approx(float(table.test[0, code]))
+
+
+@pytest.fixture(scope="module")
+def nats_api(peer, table_path):
+    return peer.NatsBenchAPI(load_nb201(table_path), "cifar10")
+
+
+@pytest.mark.parametrize("dataset", ["cifar100", "imagenet16"])
+def test_nats_bench_api_answers_as_the_table(peer, table_path, dataset):
+    table, space = load_nb201(table_path), NB201Space()
+    nats, lean = peer.NatsBenchAPI(table, dataset), peer.TableAPI(table, dataset)
+    rng = random.Random(3)
+    for _ in range(20):
+        cell = peer.Cell.random(rng, nats.ops)
+        assert nats.simulate_train_eval(cell) == pytest.approx(lean.simulate_train_eval(cell))
+        assert nats.test_accuracy(cell) == lean.test_accuracy(cell)
+    cell = peer.Cell.random(rng, nats.ops)
+    code = int(space.to_index(space.from_string(cell.tostr())))
+    info = nats.api.get_more_info(cell.tostr(), peer.NATS_NAMES[dataset], hp="12")
+    assert info["valid-accuracy"] == float(table.reward[1 + (dataset == "imagenet16"), code])
+
+
+@pytest.mark.parametrize("name", ["random", "rea", "reinforce"])
+def test_peer_searches_are_the_same_through_nats_bench_api(peer, api, nats_api, name):
+    """The benchmark's API class answers every query as the lean table: same searches."""
+    for seed in range(2):
+        assert peer.SEARCHES[name](nats_api, seed, 3000.0) == peer.SEARCHES[name](api, seed, 3000.0)
 
 
 def test_peer_mutation_is_node_then_edge_then_another_op(peer, api):
@@ -91,6 +121,7 @@ def test_smoke_run_writes_json(bench, table_path, tmp_path):
     for key in PER_STRATEGY:
         assert set(result[key]) == {"rea", "random", "reinforce"}, key
         assert all(v for v in result[key].values()), key
+    assert result["peer_apis_agree"] == {"rea": True, "random": True, "reinforce": True}
     assert result["seeds"] == 16 and result["peer_seeds"] == 4
     assert result["table_wall_s"] > 0 and result["table_wall_s_warm"] > 0
     assert len(result["table_cells"]) == 12  # 4 methods x 3 datasets, from the cold process
