@@ -147,16 +147,16 @@ def search_methods(methods: dict, table: NB201Table, args: argparse.Namespace) -
     curves: dict = {d: {} for d in datasets}
     for m_i, (name, (strategy_name, kwargs)) in enumerate(methods.items()):
         strategy = make_strategy(strategy_name, space, **kwargs)
-        keys = jnp.stack(
-            [cell_keys(args.seed, DATASETS.index(d), m_i, args.seeds) for d in datasets]
-        )
+        # One key per cell, split into the seeds' keys inside the compiled search.
+        keys = jnp.stack([cell_key(args.seed, DATASETS.index(d), m_i) for d in datasets])
         t0 = time.perf_counter()
         if args.dataset == "all":
-            out = run_datasets(strategy, table, keys, args.budget)
+            out = run_datasets(strategy, table, keys, args.budget, num_seeds=args.seeds)
         else:
-            out = jax.tree.map(
-                lambda x: x[None], run_seeds(strategy, table, datasets[0], keys[0], args.budget)
+            one = run_seeds(
+                strategy, table, datasets[0], keys[0], args.budget, num_seeds=args.seeds
             )
+            out = jax.tree.map(lambda x: x[None], one)
         out = jax.tree.map(np.asarray, out)
         wall = time.perf_counter() - t0
         for k, dataset in enumerate(datasets):
@@ -173,9 +173,10 @@ def search_methods(methods: dict, table: NB201Table, args: argparse.Namespace) -
     return results, curves
 
 
-def cell_keys(seed: int, dataset_index: int, method_index: int, seeds: int) -> jax.Array:
-    """The ``[seeds]`` PRNG keys of one cell of the table (dataset x method)."""
-    return jax.random.split(jax.random.key(seed + 1000 * dataset_index + method_index), seeds)
+def cell_key(seed: int, dataset_index: int, method_index: int) -> jax.Array:
+    """The PRNG key of one cell of the table (dataset x method); its searches use
+    ``jax.random.split(cell_key(...), seeds)``."""
+    return jax.random.key(seed + 1000 * dataset_index + method_index)
 
 
 def results_json(results: dict) -> dict:

@@ -189,6 +189,33 @@ def test_run_datasets_is_run_seeds_per_dataset_in_one_program(table):
         run_datasets(strategy, table, keys[:2])
 
 
+def test_num_seeds_splits_the_key_inside_the_program(table):
+    """One key and ``num_seeds``: the searches of ``jax.random.split(key, num_seeds)``."""
+    strategy = make_strategy("random", NB201Space())
+    key = jax.random.key(7)
+    split = run_seeds(strategy, table, "cifar10", jax.random.split(key, 5), budget_s=2000.0)
+    inside = run_seeds(strategy, table, "cifar10", key, budget_s=2000.0, num_seeds=5)
+    for name in ("test_acc", "num_queries", "curve"):
+        np.testing.assert_array_equal(np.asarray(inside[name]), np.asarray(split[name]))
+    keys = jax.random.split(key, 3)
+    rows = run_datasets(strategy, table, keys, budget_s=2000.0, num_seeds=5)
+    assert rows["test_acc"].shape == (3, 5)
+    np.testing.assert_array_equal(
+        np.asarray(rows["num_queries"][0]),
+        np.asarray(
+            run_seeds(strategy, table, DATASETS[0], keys[0], budget_s=2000.0, num_seeds=5)[
+                "num_queries"
+            ]
+        ),
+    )
+    with pytest.raises(NasjaxError, match=r"with num_seeds, keys must be one key"):
+        run_seeds(strategy, table, "cifar10", keys, num_seeds=5)
+    with pytest.raises(NasjaxError, match="num_seeds must be a positive int, got 0"):
+        run_seeds(strategy, table, "cifar10", key, num_seeds=0)
+    with pytest.raises(NasjaxError, match=r"keys must have shape \(seeds\)"):
+        run_seeds(strategy, table, "cifar10", key)
+
+
 # ------------------------------------------------------------------- experiment script
 def test_script_smoke(tmp_path, table_path, capsys):
     script = load_experiment("nb201_table5")

@@ -10,10 +10,11 @@ over it is a sequence of table look-ups (:mod:`nasjax.evaluation.tabular`) charg
   the clock after paying its cost is still ``<= budget``,
 * the result is the 200-epoch test accuracy of the best-reward architecture.
 
-One search is a ``lax.scan`` of ``batch_size=1`` ask/tell steps (:func:`simulate`);
-:func:`run_seeds` vmaps it over seeds in one compiled call, and :func:`run_datasets` over
-seeds and datasets (the datasets are other columns of the same table, so one strategy's
-whole row of Table 5 is one program, compiled once). Accuracies are percentages and are
+One search is a ``while_loop`` of ``batch_size=1`` ask/tell steps (:func:`simulate`);
+:func:`run_seeds` runs many side by side in one compiled call (one loop over time, every
+seed a lane of each step), and :func:`run_datasets` over seeds and datasets (the datasets
+are other columns of the same table, so one strategy's whole row of Table 5 is one
+program, compiled once). Accuracies are percentages and are
 MAXIMISED.
 """
 
@@ -26,21 +27,26 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nasjax.errors import NasjaxError
+from nasjax.errors import NasjaxError, check_choice
 from nasjax.evaluation.tabular import DATASETS, NB201Table
 from nasjax.spaces.nb201 import NB201Space
 from nasjax.strategies.base import Strategy
 
 DEFAULT_BUDGET_S = 12000.0
 CURVE_POINTS = 101
-QUERY_BLOCK = 16  # queries per scan block between budget checks
 BYTES_PER_QUERY = 40
-"""Memory per seed and scanned query of :func:`run_seeds` and :func:`query_table` (measured
-on CPU: 35-37 B for REA, random search and REINFORCE at 20,000 and 100,000 seeds)."""
+"""Memory per seed and possible query of :func:`run_seeds` and :func:`query_table` (XLA's
+memory analysis on CPU: 28.5-30.1 B for REA, random search and REINFORCE at 20,000 and
+100,000 seeds)."""
+COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+"""XLA:CPU's loop emitters instead of its fusion emitters for these programs: ~90 small
+kernels, each its own LLVM module, compile ~40 % faster (REA over 500 seeds: 0.69 s ->
+0.45 s of XLA on the 2-core CPU; random search 0.61 -> 0.37 s) and run as fast (REA,
+random search) or ~20 % slower (REINFORCE). Other backends ignore the option."""
 
 
 def max_queries_for(budget_s: float, min_cost: float) -> int:
-    """Scan length that always outlasts the budget: ``ceil(budget / min_cost) + 1``.
+    """A step limit that always outlasts the budget: ``ceil(budget / min_cost) + 1``.
 
     Every query costs at least ``min_cost > 0``, so after this many queries the clock is
     past the budget; :func:`simulate` counts no query beyond it.
@@ -51,14 +57,17 @@ def max_queries_for(budget_s: float, min_cost: float) -> int:
 
 
 def seed_bytes(budget_s: float, min_cost: float) -> int:
-    """Bytes one seed of :func:`run_seeds` holds (its scanned queries, rounded up to whole
-    blocks, times :data:`BYTES_PER_QUERY`): check ``seeds * seed_bytes`` fits before a
-    huge ``--seeds`` allocates for minutes."""
-    queries = -(-max_queries_for(budget_s, min_cost) // QUERY_BLOCK) * QUERY_BLOCK
-    return queries * BYTES_PER_QUERY
+    """Bytes one seed of :func:`run_seeds` holds (its possible queries times
+    :data:`BYTES_PER_QUERY`): check ``seeds * seed_bytes`` fits before a huge ``--seeds``
+    allocates for minutes."""
+    return max_queries_for(budget_s, min_cost) * BYTES_PER_QUERY
 
 
-@partial(jax.jit, static_argnames=("strategy", "max_queries", "num_points"))
+@partial(
+    jax.jit,
+    static_argnames=("strategy", "max_queries", "num_points"),
+    compiler_options=COMPILER_OPTIONS,
+)
 def simulate(
     strategy: Strategy,
     reward: jax.Array,
@@ -72,45 +81,87 @@ def simulate(
 ) -> dict[str, jax.Array]:
     """One black-box search on the table under a simulated clock (pure, jittable).
 
-    Ask/tell steps of one genotype each run in ``lax.scan`` blocks of ``QUERY_BLOCK``
-    inside a ``while_loop`` that stops once the budget has run out (at most
-    ``max_queries``, rounded up to whole blocks); a query is counted (told to the strategy)
+    Ask/tell steps of one genotype each run in a ``while_loop`` that stops once the budget
+    has run out (at most ``max_queries`` steps); a query is counted (told to the strategy)
     only while the clock after paying its cost is still ``<= budget_s``, and the search
     stops for good at the first query that does not fit.
     Choose ``max_queries >= max_queries_for(budget_s, min cost)`` so the budget, not the
-    scan, ends the search.
+    step limit, ends the search.
 
     Args:
       strategy: a ``batch_size=1`` strategy (static); fitness = ``reward``, maximised.
       reward, test, cost: ``float[N]`` rows indexed by ``NB201Space().to_index(g)``.
       key: PRNG key of this search.
       budget_s: simulated budget in seconds.
-      max_queries: scan length (static).
+      max_queries: most steps (static).
       num_points: points of the returned time grid ``linspace(0, budget_s)`` (static).
 
     Returns:
       ``test_acc`` (200-ep test accuracy of the best-reward counted query; NaN if none),
       ``best_reward``, ``num_queries``, ``time_s`` (clock at the end), ``exhausted``
-      (whether the budget, not the scan, stopped the search), ``time_grid`` and
+      (whether the budget, not the step limit, stopped the search), ``time_grid`` and
       ``curve`` (best-so-far test accuracy at each grid time; NaN before the first query).
+    """
+    out = _search_lanes(
+        strategy,
+        jnp.asarray(reward)[None],
+        jnp.asarray(test)[None],
+        cost,
+        jnp.asarray(key)[None],
+        jnp.zeros((1,), jnp.int32),
+        budget_s,
+        max_queries=max_queries,
+        num_points=num_points,
+    )
+    return jax.tree.map(lambda x: x[0], out)
+
+
+def _search_lanes(
+    strategy: Strategy,
+    reward: jax.Array,
+    test: jax.Array,
+    cost: jax.Array,
+    keys: jax.Array,
+    rows: jax.Array,
+    budget_s: float,
+    *,
+    max_queries: int,
+    num_points: int = CURVE_POINTS,
+) -> dict[str, jax.Array]:
+    """:func:`simulate` for ``L`` searches side by side: lane ``i`` searches row
+    ``rows[i]`` of ``reward, test [K, N]`` with key ``keys[i]``.
+
+    The loop runs over time with every lane inside one step (``vmap`` of the step, not of
+    the loop): the ``while_loop`` ends when no lane has budget left, and a lane whose
+    search has ended keeps stepping without counting (every output is gated by its
+    ``fits``), so each lane computes exactly its own search. Vmapping the loop instead
+    makes JAX select every lane's whole carry at every step (and trace the loop once per
+    vmap level): a larger program, slower to trace, compile and run.
     """
     if strategy.batch_size != 1:
         raise NasjaxError(f"simulate needs a strategy with batch_size=1, got {strategy.batch_size}")
     space = NB201Space()
-    key_init, key_run = jax.random.split(key)
+    lanes = keys.shape[0]
+
+    def lane_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        key_init, key_run = jax.random.split(key)
+        return key_init, jax.random.split(key_run, max_queries)
+
+    key_init, step_keys = jax.vmap(lane_keys)(keys)
+    step_keys = step_keys.T  # [max_queries, lanes]
     budget_s = jnp.asarray(budget_s, jnp.float32)
 
-    def step(carry: tuple, key_step: jax.Array) -> tuple[tuple, tuple]:
+    def lane_step(carry: tuple, key: jax.Array, row: jax.Array) -> tuple:
         state, clock, active, best_r, best_t, count = carry
-        population, asked = strategy.ask(key_step, state)
+        population, asked = strategy.ask(key, state)
         code = space.to_index(population[0])
-        r, t, c = reward[code], test[code], cost[code]
+        r, t, c = reward[row, code], test[row, code], cost[code]
         fits = active & (clock + c <= budget_s)
         # Once a query does not fit, the search is over: later states never reach the
         # outputs (all gated by ``fits``), so the told state needs no select.
         state, _ = strategy.tell(asked, population, r[None])
         better = fits & (jnp.where(jnp.isnan(r), -jnp.inf, r) > best_r)
-        carry = (
+        return (
             state,
             jnp.where(fits, clock + c, clock),
             fits,
@@ -118,51 +169,42 @@ def simulate(
             jnp.where(better, t, best_t),
             count + fits.astype(jnp.int32),
         )
-        return carry, (carry[1], carry[4])
+
+    # ~100 queries fit 12,000 s while max_queries covers the cheapest-possible case: the
+    # loop stops once no lane has budget left.
+    def more(loop: tuple) -> jax.Array:
+        carry, step, _, _ = loop
+        return (step < max_queries) & jnp.any(carry[2])
+
+    def one_step(loop: tuple) -> tuple:
+        carry, step, clocks, tests = loop
+        carry = jax.vmap(lane_step)(carry, step_keys[step], rows)
+        return carry, step + 1, clocks.at[step].set(carry[1]), tests.at[step].set(carry[4])
 
     init = (
-        strategy.init(key_init),
-        jnp.zeros((), jnp.float32),
-        jnp.array(True),
-        jnp.array(-jnp.inf, jnp.float32),
-        jnp.array(jnp.nan, jnp.float32),
-        jnp.zeros((), jnp.int32),
+        jax.vmap(strategy.init)(key_init),
+        jnp.zeros((lanes,), jnp.float32),
+        jnp.ones((lanes,), bool),
+        jnp.full((lanes,), -jnp.inf, jnp.float32),
+        jnp.full((lanes,), jnp.nan, jnp.float32),
+        jnp.zeros((lanes,), jnp.int32),
     )
-    # Blocks of scan steps inside a while loop that ends once the budget has run out: about
-    # 100 queries fit 12,000 s, while max_queries must cover the cheapest-possible case.
-    num_blocks = -(-max_queries // QUERY_BLOCK)
-    keys = jax.random.split(key_run, num_blocks * QUERY_BLOCK).reshape(num_blocks, QUERY_BLOCK)
-    clocks = jnp.full((num_blocks, QUERY_BLOCK), jnp.inf, jnp.float32)  # inf: never reached
-    tests = jnp.full((num_blocks, QUERY_BLOCK), jnp.nan, jnp.float32)
-
-    def more(loop: tuple) -> jax.Array:
-        carry, block, _, _ = loop
-        return (block < num_blocks) & carry[2]
-
-    def run_block(loop: tuple) -> tuple:
-        carry, block, clocks, tests = loop
-        carry, (block_clocks, block_tests) = jax.lax.scan(step, carry, keys[block])
-        return (
-            carry,
-            block + 1,
-            clocks.at[block].set(block_clocks),
-            tests.at[block].set(block_tests),
-        )
-
+    clocks = jnp.full((max_queries, lanes), jnp.inf, jnp.float32)  # inf: never reached
+    tests = jnp.full((max_queries, lanes), jnp.nan, jnp.float32)
     (_, clock, active, best_r, best_t, count), _, clocks, tests = jax.lax.while_loop(
-        more, run_block, (init, jnp.int32(0), clocks, tests)
+        more, one_step, (init, jnp.int32(0), clocks, tests)
     )
-    clocks, tests = clocks.reshape(-1), tests.reshape(-1)
+    clocks, tests = clocks.T, tests.T
     grid = jnp.linspace(0.0, budget_s, num_points)
-    last = jnp.searchsorted(clocks, grid, side="right") - 1
-    curve = jnp.where(last >= 0, tests[jnp.maximum(last, 0)], jnp.nan)
+    last = jax.vmap(partial(jnp.searchsorted, side="right"), in_axes=(0, None))(clocks, grid) - 1
+    curve = jnp.where(last >= 0, jnp.take_along_axis(tests, jnp.maximum(last, 0), axis=1), jnp.nan)
     return {
         "test_acc": best_t,
         "best_reward": best_r,
         "num_queries": count,
         "time_s": clock,
         "exhausted": ~active,
-        "time_grid": grid,
+        "time_grid": jnp.broadcast_to(grid, (lanes, num_points)),
         "curve": curve,
     }
 
@@ -174,6 +216,7 @@ def run_seeds(
     keys: jax.Array,
     budget_s: float = DEFAULT_BUDGET_S,
     max_queries: int | None = None,
+    num_seeds: int | None = None,
 ) -> dict[str, jax.Array]:
     """:func:`simulate` for every key of ``keys`` (``[S]`` keys) in one ``jit(vmap)``.
 
@@ -181,17 +224,28 @@ def run_seeds(
       strategy: a ``batch_size=1`` strategy.
       table: from :func:`nasjax.evaluation.tabular.load_nb201`.
       dataset: one of :data:`nasjax.evaluation.tabular.DATASETS`.
-      keys: ``[S]`` PRNG keys, one search each.
+      keys: ``[S]`` PRNG keys, one search each; or, with ``num_seeds``, one key.
       budget_s: simulated budget in seconds (``> 0``).
-      max_queries: scan length; default :func:`max_queries_for` of the budget.
+      max_queries: most steps; default :func:`max_queries_for` of the budget.
+      num_seeds: split the one key of ``keys`` into this many inside the compiled program:
+        the searches of ``jax.random.split(keys, num_seeds)``, without compiling the split
+        as a program of its own (~0.1 s of a first call on a CPU).
 
     Returns:
       :func:`simulate`'s outputs with a leading seed axis ``S``.
     """
-    reward, test, cost = table.arrays(dataset)
-    max_queries = _scan_length(table, budget_s, max_queries)
+    check_choice("dataset", dataset, DATASETS)
+    _check_keys(keys, (), num_seeds, "one key")
     return _searches(
-        strategy, reward, test, cost, keys, budget_s, max_queries=max_queries, one_dataset=True
+        strategy,
+        table.reward,
+        table.test,
+        table.cost,
+        keys,
+        budget_s,
+        max_queries=_step_limit(table, budget_s, max_queries),
+        dataset=DATASETS.index(dataset),
+        num_seeds=num_seeds,
     )
 
 
@@ -201,26 +255,25 @@ def run_datasets(
     keys: jax.Array,
     budget_s: float = DEFAULT_BUDGET_S,
     max_queries: int | None = None,
+    num_seeds: int | None = None,
 ) -> dict[str, jax.Array]:
     """:func:`simulate` for every dataset of ``DATASETS`` and every key, in one ``jit``.
 
     Args:
       strategy: a ``batch_size=1`` strategy.
       table: from :func:`nasjax.evaluation.tabular.load_nb201`.
-      keys: ``[len(DATASETS), S]`` PRNG keys: row ``k`` are the searches on ``DATASETS[k]``.
+      keys: ``[len(DATASETS), S]`` PRNG keys: row ``k`` are the searches on ``DATASETS[k]``;
+        or, with ``num_seeds``, ``[len(DATASETS)]`` keys, one per dataset.
       budget_s: simulated budget in seconds (``> 0``).
-      max_queries: scan length; default :func:`max_queries_for` of the budget.
+      max_queries: most steps; default :func:`max_queries_for` of the budget.
+      num_seeds: split each dataset's key into this many inside the compiled program, as
+        :func:`run_seeds` does.
 
     Returns:
       :func:`simulate`'s outputs with leading axes ``[len(DATASETS), S]``; row ``k`` equals
-      ``run_seeds(strategy, table, DATASETS[k], keys[k])``.
+      ``run_seeds(strategy, table, DATASETS[k], keys[k], num_seeds=num_seeds)``.
     """
-    if jnp.shape(keys)[:1] != (len(DATASETS),):
-        raise NasjaxError(
-            f"keys must have shape ({len(DATASETS)}, seeds), one row per dataset of "
-            f"{', '.join(DATASETS)}; got {jnp.shape(keys)}"
-        )
-    max_queries = _scan_length(table, budget_s, max_queries)
+    _check_keys(keys, (len(DATASETS),), num_seeds, f"one key per dataset of {', '.join(DATASETS)}")
     return _searches(
         strategy,
         table.reward,
@@ -228,18 +281,36 @@ def run_datasets(
         table.cost,
         keys,
         budget_s,
-        max_queries=max_queries,
-        one_dataset=False,
+        max_queries=_step_limit(table, budget_s, max_queries),
+        dataset=None,
+        num_seeds=num_seeds,
     )
 
 
-def _scan_length(table: NB201Table, budget_s: float, max_queries: int | None) -> int:
+def _check_keys(keys: jax.Array, batch: tuple[int, ...], num_seeds: int | None, what: str) -> None:
+    """``keys`` must be ``batch + (seeds,)`` keys, or ``batch`` keys with ``num_seeds``."""
+    shape = tuple(jnp.shape(keys))
+    if num_seeds is not None:
+        if not (isinstance(num_seeds, int) and num_seeds > 0):
+            raise NasjaxError(f"num_seeds must be a positive int, got {num_seeds!r}")
+        if shape != batch:
+            raise NasjaxError(f"with num_seeds, keys must be {what} (shape {batch}); got {shape}")
+    elif len(shape) != len(batch) + 1 or shape[:-1] != batch:
+        shown = "(" + ", ".join([*map(str, batch), "seeds"]) + ")"
+        raise NasjaxError(f"keys must have shape {shown}; got {shape}")
+
+
+def _step_limit(table: NB201Table, budget_s: float, max_queries: int | None) -> int:
     if not budget_s > 0:
         raise NasjaxError(f"budget must be > 0 seconds, got {budget_s}")
     return max_queries_for(budget_s, table.min_cost) if max_queries is None else max_queries
 
 
-@partial(jax.jit, static_argnames=("strategy", "max_queries", "one_dataset"))
+@partial(
+    jax.jit,
+    static_argnames=("strategy", "max_queries", "dataset", "num_seeds"),
+    compiler_options=COMPILER_OPTIONS,
+)
 def _searches(
     strategy: Strategy,
     reward: jax.Array,
@@ -249,23 +320,27 @@ def _searches(
     budget_s: float,
     *,
     max_queries: int,
-    one_dataset: bool,
+    dataset: int | None,
+    num_seeds: int | None,
 ) -> dict[str, jax.Array]:
-    """The searches of ``keys [K, S]`` on the rows ``reward, test [K, N]`` (``[S]`` and
-    ``[N]`` with ``one_dataset``)."""
-    if one_dataset:
-        reward, test, keys = reward[None], test[None], keys[None]
+    """The searches of ``keys`` on the table's rows ``reward, test [K, N]``: ``[K, S]``
+    keys on every row, or ``[S]`` keys on row ``dataset``; with ``num_seeds``, the keys
+    without their seed axis, each split into ``num_seeds`` here."""
+    if num_seeds is not None:
+        split = partial(jax.random.split, num=num_seeds)
+        keys = split(keys) if dataset is not None else jax.vmap(split)(keys)
+    # Every search is a lane of one batch; lane i reads table row rows[i].
+    batch = keys.shape[:-1] if dataset is None else ()
+    seeds = keys.shape[-1]
+    keys = keys.reshape(-1)
+    rows = jnp.repeat(jnp.arange(keys.shape[0] // seeds, dtype=jnp.int32), seeds)
+    if dataset is not None:
+        reward, test = reward[dataset][None], test[dataset][None]
+    out = _search_lanes(strategy, reward, test, cost, keys, rows, budget_s, max_queries=max_queries)
+    return jax.tree.map(lambda x: x.reshape(batch + (seeds,) + x.shape[1:]), out)
 
-    def one(reward_row: jax.Array, test_row: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
-        return simulate(
-            strategy, reward_row, test_row, cost, key, budget_s, max_queries=max_queries
-        )
 
-    out = jax.vmap(jax.vmap(one, in_axes=(None, None, 0)))(reward, test, keys)
-    return jax.tree.map(lambda x: x[0], out) if one_dataset else out
-
-
-@partial(jax.jit, static_argnames=("strategy", "num_queries"))
+@partial(jax.jit, static_argnames=("strategy", "num_queries"), compiler_options=COMPILER_OPTIONS)
 def query_table(
     strategy: Strategy, told: jax.Array, key: jax.Array, *, num_queries: int
 ) -> jax.Array:
