@@ -155,6 +155,23 @@ def test_budget_respected_and_result_is_best_reward(table, name):
     assert np.isnan(curve[0]) and curve[-1] == pytest.approx(best_t)
 
 
+def test_simulate_nests_in_a_users_program_as_run_seeds(table):
+    """simulate composes with jit and vmap (no options of its own for the outermost jit),
+    and vmapped over keys it gives run_seeds' searches."""
+    strategy = make_strategy("rea", NB201Space())
+    reward, test, cost = table.arrays("cifar100")
+    keys = jax.random.split(jax.random.key(5), 3)
+    mq = max_queries_for(2000.0, table.min_cost)
+
+    def one(key):
+        return simulate(strategy, reward, test, cost, key, 2000.0, max_queries=mq)
+
+    mine = jax.jit(jax.vmap(one))(keys)
+    theirs = run_seeds(strategy, table, "cifar100", keys, budget_s=2000.0)
+    for name in ("test_acc", "num_queries", "curve"):
+        np.testing.assert_array_equal(np.asarray(mine[name]), np.asarray(theirs[name]))
+
+
 def test_tiny_budget_counts_nothing(table):
     reward, test, cost = table.arrays("cifar10")
     strategy = make_strategy("random", NB201Space())

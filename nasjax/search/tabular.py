@@ -39,10 +39,13 @@ BYTES_PER_QUERY = 40
 memory analysis on CPU: 28.5-30.1 B for REA, random search and REINFORCE at 20,000 and
 100,000 seeds)."""
 COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
-"""XLA:CPU's loop emitters instead of its fusion emitters for these programs: ~90 small
-kernels, each its own LLVM module, compile ~40 % faster (REA over 500 seeds: 0.69 s ->
-0.45 s of XLA on the 2-core CPU; random search 0.61 -> 0.37 s) and run as fast (REA,
-random search) or ~20 % slower (REINFORCE). Other backends ignore the option."""
+"""XLA:CPU's loop emitters instead of its fusion emitters for the programs of
+:func:`run_seeds` and :func:`run_datasets`: ~90 small kernels, each its own LLVM module,
+compile ~40 % faster (REA over 500 seeds: 0.69 s -> 0.45 s of XLA on the 2-core CPU;
+random search 0.61 -> 0.37 s) and run as fast (REA, random search) or ~20 % slower
+(REINFORCE). Other backends ignore the option. JAX takes compiler options only on an
+outermost ``jit``, so those two are top-level calls; :func:`simulate` and
+:func:`query_table`, which users nest in their own programs, do without."""
 
 
 def max_queries_for(budget_s: float, min_cost: float) -> int:
@@ -63,11 +66,7 @@ def seed_bytes(budget_s: float, min_cost: float) -> int:
     return max_queries_for(budget_s, min_cost) * BYTES_PER_QUERY
 
 
-@partial(
-    jax.jit,
-    static_argnames=("strategy", "max_queries", "num_points"),
-    compiler_options=COMPILER_OPTIONS,
-)
+@partial(jax.jit, static_argnames=("strategy", "max_queries", "num_points"))
 def simulate(
     strategy: Strategy,
     reward: jax.Array,
@@ -218,7 +217,8 @@ def run_seeds(
     max_queries: int | None = None,
     num_seeds: int | None = None,
 ) -> dict[str, jax.Array]:
-    """:func:`simulate` for every key of ``keys`` (``[S]`` keys) in one ``jit(vmap)``.
+    """:func:`simulate` for every key of ``keys`` (``[S]`` keys) in one compiled program (a
+    top-level call: not inside ``jit``, see :data:`COMPILER_OPTIONS`).
 
     Args:
       strategy: a ``batch_size=1`` strategy.
@@ -257,7 +257,8 @@ def run_datasets(
     max_queries: int | None = None,
     num_seeds: int | None = None,
 ) -> dict[str, jax.Array]:
-    """:func:`simulate` for every dataset of ``DATASETS`` and every key, in one ``jit``.
+    """:func:`simulate` for every dataset of ``DATASETS`` and every key, in one compiled
+    program (a top-level call, as :func:`run_seeds`).
 
     Args:
       strategy: a ``batch_size=1`` strategy.
@@ -340,7 +341,7 @@ def _searches(
     return jax.tree.map(lambda x: x.reshape(batch + (seeds,) + x.shape[1:]), out)
 
 
-@partial(jax.jit, static_argnames=("strategy", "num_queries"), compiler_options=COMPILER_OPTIONS)
+@partial(jax.jit, static_argnames=("strategy", "num_queries"))
 def query_table(
     strategy: Strategy, told: jax.Array, key: jax.Array, *, num_queries: int
 ) -> jax.Array:
