@@ -59,7 +59,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nasjax.devices import CACHE_ENV, use_cpu_cores
+from nasjax.devices import CACHE_ENV, use_cpu_cores, without_compilation_cache
 
 use_cpu_cores()  # before JAX starts: XLA -O1 (Table 5 cold 6.6 s -> 5.1 s here)
 
@@ -324,8 +324,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # JAX decides at a process's first compile whether it uses the persistent cache (a
-    # later config change does not count): off from the start, every first call above
-    # compiles. Table 5's processes use their own cache.
-    jax.config.update("jax_enable_compilation_cache", False)
+    without_compilation_cache()  # every first call compiles; Table 5's processes have theirs
     raise SystemExit(main())

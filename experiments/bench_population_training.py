@@ -48,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from nasjax.devices import use_cpu_cores
+from nasjax.devices import use_cpu_cores, without_compilation_cache
 
 use_cpu_cores()  # before JAX starts: one host device per core
 
@@ -411,4 +411,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    without_compilation_cache()  # the compile times are compiles, not cache loads
     raise SystemExit(main())

@@ -57,6 +57,20 @@ _CACHE_MIN_COMPILE_S = 0.2
 1 s, which misses the tabular searches: each compiles in ~1 s here)."""
 
 
+def without_compilation_cache() -> None:
+    """Keeps this process off JAX's persistent compilation cache: for the benchmarks, whose
+    compile times must be compiles, not loads from an earlier run's cache.
+
+    JAX decides once per process, at its first compile, whether it uses the cache (a later
+    config change does not count), so call this before anything compiles, e.g. first thing
+    in a script's ``__main__`` block; :func:`use_compilation_cache` still names the folder,
+    which stays unused.
+    """
+    import jax
+
+    jax.config.update("jax_enable_compilation_cache", False)
+
+
 def use_compilation_cache(path: str | None = None) -> str | None:
     """Turns on JAX's persistent compilation cache, so a program compiled by one run is
     loaded from disk by the next (e.g. the Table 5 searches: ~1 s of XLA each, cold).
