@@ -235,18 +235,7 @@ def run_seeds(
       :func:`simulate`'s outputs with a leading seed axis ``S``.
     """
     check_choice("dataset", dataset, DATASETS)
-    _check_keys(keys, (), num_seeds, "one key")
-    return _searches(
-        strategy,
-        table.reward,
-        table.test,
-        table.cost,
-        keys,
-        budget_s,
-        max_queries=_step_limit(table, budget_s, max_queries),
-        dataset=DATASETS.index(dataset),
-        num_seeds=num_seeds,
-    )
+    return _run(strategy, table, keys, budget_s, max_queries, num_seeds, DATASETS.index(dataset))
 
 
 def run_datasets(
@@ -274,22 +263,24 @@ def run_datasets(
       :func:`simulate`'s outputs with leading axes ``[len(DATASETS), S]``; row ``k`` equals
       ``run_seeds(strategy, table, DATASETS[k], keys[k], num_seeds=num_seeds)``.
     """
-    _check_keys(keys, (len(DATASETS),), num_seeds, f"one key per dataset of {', '.join(DATASETS)}")
-    return _searches(
-        strategy,
-        table.reward,
-        table.test,
-        table.cost,
-        keys,
-        budget_s,
-        max_queries=_step_limit(table, budget_s, max_queries),
-        dataset=None,
-        num_seeds=num_seeds,
-    )
+    return _run(strategy, table, keys, budget_s, max_queries, num_seeds, None)
 
 
-def _check_keys(keys: jax.Array, batch: tuple[int, ...], num_seeds: int | None, what: str) -> None:
-    """``keys`` must be ``batch + (seeds,)`` keys, or ``batch`` keys with ``num_seeds``."""
+def _run(
+    strategy: Strategy,
+    table: NB201Table,
+    keys: jax.Array,
+    budget_s: float,
+    max_queries: int | None,
+    num_seeds: int | None,
+    dataset: int | None,
+) -> dict[str, jax.Array]:
+    """Checks the keys (``[S]``, or ``[len(DATASETS), S]`` when ``dataset`` is ``None``;
+    without the seed axis with ``num_seeds``) and runs the searches."""
+    if dataset is None:
+        batch, what = (len(DATASETS),), f"one key per dataset of {', '.join(DATASETS)}"
+    else:
+        batch, what = (), "one key"
     shape = tuple(jnp.shape(keys))
     if num_seeds is not None:
         if not (isinstance(num_seeds, int) and num_seeds > 0):
@@ -299,6 +290,17 @@ def _check_keys(keys: jax.Array, batch: tuple[int, ...], num_seeds: int | None, 
     elif len(shape) != len(batch) + 1 or shape[:-1] != batch:
         shown = "(" + ", ".join([*map(str, batch), "seeds"]) + ")"
         raise NasjaxError(f"keys must have shape {shown}; got {shape}")
+    return _searches(
+        strategy,
+        table.reward,
+        table.test,
+        table.cost,
+        keys,
+        budget_s,
+        max_queries=_step_limit(table, budget_s, max_queries),
+        dataset=dataset,
+        num_seeds=num_seeds,
+    )
 
 
 def _step_limit(table: NB201Table, budget_s: float, max_queries: int | None) -> int:
