@@ -41,8 +41,8 @@ Command::
 Expected runtime: about 40 s on a 2-core CPU (the peers ~20 s, filling NATS-Bench's API
 ~1 s and 0.5 GB, nine first calls ~8 s, two Table 5 processes ~8 s); ``--smoke`` (for
 tests) takes ~25 s. The figures measured here are in the README. Writes the JSON to
-``--out`` atomically and prints them. Exit 2 with one error line on bad input; exit 1 if (d) disagrees for a strategy or
-the two peer APIs' searches differ.
+``--out`` atomically and prints them. Exit 2 with one error line on bad input; exit 1 if
+(d) disagrees for a strategy or the two peer APIs' searches differ.
 """
 
 from __future__ import annotations
