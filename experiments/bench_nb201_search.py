@@ -15,7 +15,7 @@ mutation) one invocation measures:
     from the table) -> ``peer_ms_per_seed[s]``, and again asking the lean table API of
     :mod:`nb201_peer` (a dictionary look-up per query) -> ``lean_peer_ms_per_seed[s]``;
     both give the same searches (``peer_apis_agree[s]``);
-(b) ours compiled: :func:`~nasjax.search.tabular.run_seeds` (one ``jit(vmap(...))``) for
+(b) ours compiled: :func:`~nasjax.search.tabular.run_seeds` (one compiled program) for
     ``--seeds`` searches, the median of ``TIMED_CALLS`` calls with fresh keys ->
     ``ours_compiled_ms_per_seed[s]``, ``speedup_compiled[s]`` (``_vs_lean``: against the
     lean peer); the same at each count of
@@ -48,7 +48,6 @@ tests) takes ~25 s. The figures measured here are in the README. Writes the JSON
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
@@ -206,11 +205,8 @@ def run(args: argparse.Namespace) -> dict:
     jax.jit(lambda x: x + 1)(np.ones(2)).block_until_ready()  # JAX's start-up, not counted
     result: dict = {key: {} for key in KEYS_PER_STRATEGY}
     result["agreement"] = {}
-    # Built once, as the scripts load the API once; not timed. Frozen out of the garbage
-    # collector's scans: millions of record objects would slow every later collection,
-    # JAX's tracing included.
+    # Built once, as the scripts load the API once; not timed.
     apis = {kind: api(table, DATASET) for kind, api in nb201_peer.PEER_APIS.items()}
-    gc.freeze()
     for offset, name in enumerate(STRATEGIES):
         strategy_name, settings = METHODS[name]
         strategy = make_strategy(strategy_name, space, **settings)

@@ -333,12 +333,12 @@ def _searches(
         split = partial(jax.random.split, num=num_seeds)
         keys = split(keys) if dataset is not None else jax.vmap(split)(keys)
     # Every search is a lane of one batch; lane i reads table row rows[i].
-    batch = keys.shape[:-1] if dataset is None else ()
-    seeds = keys.shape[-1]
+    batch, seeds = keys.shape[:-1], keys.shape[-1]
+    if dataset is None:
+        rows = jnp.repeat(jnp.arange(reward.shape[0], dtype=jnp.int32), seeds)
+    else:
+        rows = jnp.full((seeds,), dataset, jnp.int32)
     keys = keys.reshape(-1)
-    rows = jnp.repeat(jnp.arange(keys.shape[0] // seeds, dtype=jnp.int32), seeds)
-    if dataset is not None:
-        reward, test = reward[dataset][None], test[dataset][None]
     out = _search_lanes(strategy, reward, test, cost, keys, rows, budget_s, max_queries=max_queries)
     return jax.tree.map(lambda x: x.reshape(batch + (seeds,) + x.shape[1:]), out)
 
