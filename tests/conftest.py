@@ -45,6 +45,18 @@ os.environ["NASJAX_COMPILATION_CACHE"] = str(CACHE)  # the entry points the test
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Frees every compiled program when a test file is done (JAX's in-memory caches;
+    later files compile again or load from the persistent cache). XLA:CPU maps each
+    program's kernels into the process, ~4,000 memory mappings for the grasp proxy's
+    program alone: a worker that kept every program of its ~30 files reached the kernel's
+    limit (vm.max_map_count, 65,530; 63,334 in a crashed worker's core dump), and the next
+    compile failed to map its code ("Failed to materialize symbols", then a segfault)."""
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(scope="module")
 def table_path():
     """The NAS-Bench-201 table; skipped where it is missing, a failure under CI."""
@@ -91,13 +103,14 @@ def pytest_configure(config):
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# A worker that dies of a native crash (a segfault inside XLA, seen once in CI in the grasp
-# proxy test, not reproduced in 25 runs of it alone or 3 of its file under -n 2) reaches
-# the controller as nothing but "worker crashed while running <test>"; the faulthandler
-# dump went to the worker's stderr, interleaved with the other worker's output and cut off
-# in CI logs. So each worker writes its dump to a file of the controller's, the controller
-# prints the crashing thread's stack at the end of the run, and runs the test once more:
-# a test that crashes twice, or fails an assertion, still fails the suite.
+# A worker that dies of a native crash reaches the controller as nothing but "worker
+# crashed while running <test>"; the faulthandler dump goes to the worker's stderr,
+# interleaved with the other worker's output and cut off in CI logs. So each worker writes
+# its dump to a file of the controller's, the controller prints the stacks at the end of
+# the run, and runs the test once more: a test that crashes twice, or fails an assertion,
+# still fails the suite. (The crash that prompted this, in the grasp proxy test in 2 of 4
+# full runs here and once in CI, was a worker out of memory mappings; see
+# _release_compiled_programs.)
 _CRASH_LOGS = "nasjax_crash_logs"  # workerinput key: the controller's folder of dumps
 _crash_folder: tempfile.TemporaryDirectory | None = None
 _crash_log_file = None  # the worker's open dump file (faulthandler writes to its fd)
