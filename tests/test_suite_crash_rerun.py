@@ -30,7 +30,9 @@ def test_passes():
 def test_a_crashed_worker_reruns_its_test_once_and_prints_the_stack(tmp_path):
     (tmp_path / "test_crashing.py").write_text(CRASHING_TESTS)
     tests_folder = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": str(tests_folder), "NASJAX_TEST_CACHE": str(tmp_path)}
+    env = {key: value for key, value in os.environ.items() if key != "PYTEST_ADDOPTS"}
+    path = os.pathsep.join(filter(None, [str(tests_folder), env.get("PYTHONPATH")]))
+    env |= {"PYTHONPATH": path, "NASJAX_TEST_CACHE": str(tmp_path)}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "conftest", "-p",
          "no:cacheprovider", "--rootdir", str(tmp_path), "test_crashing.py"],
