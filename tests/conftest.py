@@ -138,10 +138,9 @@ def pytest_sessionstart(session):
 
 def pytest_handlecrashitem(crashitem, report, sched):
     """Controller: keeps the crashed worker's dump and runs its test once more."""
-    log = Path(_crash_folder.name) / f"{report.node.gateway.id}.log" if _crash_folder else None
-    dump = log.read_text(errors="replace") if log and log.is_file() else "(no dump written)"
-    if log and log.is_file():
-        log.unlink()  # the replacement worker starts a fresh dump
+    log = Path(_crash_folder.name, f"{report.node.gateway.id}.log")  # set for every worker
+    dump = log.read_text(errors="replace") if log.is_file() else "(no dump written)"
+    log.unlink(missing_ok=True)  # the replacement worker starts a fresh dump
     report.longrepr = f"{report.longrepr}\n{dump}"
     if crashitem not in _crashes:
         _crashes[crashitem] = dump
